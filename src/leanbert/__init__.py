@@ -1,0 +1,40 @@
+"""leanbert: train BERT-style encoders for less compute and ship small, fast ones.
+
+The public API is imported lazily so that ``import leanbert`` is cheap and has no side
+effects (no torch import until a model is needed).
+
+    >>> import leanbert
+    >>> model = leanbert.from_pretrained("path/to/checkpoint")   # leanbert or transformers dir
+    >>> leanbert.save_pretrained(model, "out/", tokenizer_dir="path/to/checkpoint")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "from_pretrained": "leanbert.checkpoint",
+    "save_pretrained": "leanbert.checkpoint",
+    "export_to_transformers": "leanbert.models.hf",
+    "build_model": "leanbert.models",
+    "load_model_config": "leanbert.config",
+    "model_preset": "leanbert.config",
+    "list_model_presets": "leanbert.config",
+    "BertConfig": "leanbert.models.bert",
+    "LeanbertError": "leanbert.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'leanbert' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

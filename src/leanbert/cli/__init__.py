@@ -1,0 +1,84 @@
+"""The ``leanbert`` program: parses arguments, calls the API, prints errors as one line.
+
+One sub-command per pipeline stage (SPEC Sec. 4). Each stage lives in its own module in this
+package with two functions: ``register(subparsers)`` adds its parser, and the parser's
+``func`` default runs it. This file is the only place that turns exceptions into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from leanbert import __version__
+
+# Sub-command modules, in the order of the pipeline.
+STAGES = [
+    "tokenizer",
+    "data",
+    "pretrain",
+    "distill",
+    "finetune",
+    "evaluate",
+    "score",
+    "export",
+    "info",
+    "bench",
+    "report",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leanbert",
+        description=(
+            "Train BERT-style encoders for less compute (token dropping) and ship small, "
+            "fast ones (MobileBERT). Run 'leanbert COMMAND --help' for each stage."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"leanbert {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show full tracebacks for unexpected errors"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for stage in STAGES:
+        importlib.import_module(f"leanbert.cli.{stage}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    debug = args.debug or bool(os.environ.get("LEANBERT_DEBUG"))
+    from leanbert.errors import LeanbertError
+
+    try:
+        result = args.func(args)
+    except LeanbertError as e:
+        if debug:
+            raise
+        print(f"leanbert {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"leanbert {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # an unexpected failure: still one line unless --debug
+        if debug:
+            raise
+        print(
+            f"leanbert {args.command}: internal error: {type(e).__name__}: {e} "
+            "(rerun with --debug for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data pipeline: raw text -> WordPiece tokenizer -> token shards -> masked batches."""

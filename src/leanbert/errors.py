@@ -1,0 +1,40 @@
+"""One exception type for every bad input a user can give leanbert.
+
+The CLI turns a :class:`LeanbertError` into one line on stderr and a non-zero exit,
+never a traceback. Library code raises it with a message that says what is wrong
+*and* how to fix it, e.g. ``config.json: unknown key 'hiden_size' (did you mean
+'hidden_size'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LeanbertError(Exception):
+    """A user-facing error: the message is one line naming the problem and the fix."""
+
+    exit_code = 2
+
+
+class ConfigError(LeanbertError):
+    """A configuration key or value is invalid."""
+
+
+class CheckpointError(LeanbertError):
+    """A checkpoint directory or file is missing, incomplete, corrupt or incompatible."""
+
+
+class DataError(LeanbertError):
+    """An input data file is missing, empty, malformed or not UTF-8."""
+
+
+class NotBuiltError(LeanbertError):
+    """A pipeline stage that this version of leanbert does not implement yet."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

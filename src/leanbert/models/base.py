@@ -1,0 +1,164 @@
+"""What every leanbert encoder family shares: the config base, the output types, and the
+small interface that everything above the model (trainer, token dropping, distillation,
+fine-tuning, export) relies on.
+
+The encoder interface
+---------------------
+An encoder family (BERT, MobileBERT, ...) provides an ``nn.Module`` with
+
+- ``embeddings(input_ids, token_type_ids) -> hidden``           [B, S, H]
+- ``layers``: an ``nn.ModuleList`` whose items are called as
+  ``layer(hidden, key_mask, query_index=None, output_attentions=False) -> LayerOutput``.
+  ``key_mask`` is a boolean [B, 1, 1, S] mask (True = attend) or None. When
+  ``query_index`` [B, K] is given, only those positions are queries (and residuals);
+  keys and values still come from all S positions, and the output has length K.
+  This is the "split layer" of token dropping (Hou et al. 2022, Sec. 3.1).
+- ``pooler(hidden) -> pooled`` or ``None``
+- ``forward(input_ids, attention_mask, token_type_ids, router=None, output_hidden_states,
+  output_attentions) -> EncoderOutput``
+
+A ``router`` (see :class:`LayerRouter`) is the hook point for moving tokens between layers;
+the encoder calls it around every layer and knows nothing about why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, Protocol
+
+import torch
+from pydantic import Field, field_validator, model_validator
+
+from leanbert.config import StrictConfig
+
+HeadName = Literal["mlm", "nsp", "classifier", "span_qa"]
+
+
+class EncoderConfigBase(StrictConfig):
+    """Fields shared by every encoder family: vocabulary, positions, heads and task outputs."""
+
+    model_type: str
+    vocab_size: int = 30522
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    heads: list[HeadName] = Field(default_factory=lambda: ["mlm"])
+    num_labels: int = 2
+    problem_type: Literal["single_label_classification", "regression"] = (
+        "single_label_classification"
+    )
+    classifier_dropout: Probability | None = None
+
+    @field_validator("vocab_size", "max_position_embeddings", "type_vocab_size", "num_labels")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive integer")
+        return v
+
+    @field_validator("heads")
+    @classmethod
+    def _unique_heads(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each head may be listed once")
+        return v
+
+    @model_validator(mode="after")
+    def _check_shared(self) -> EncoderConfigBase:
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary (size {self.vocab_size})")
+        if self.problem_type == "regression" and "classifier" in self.heads and self.num_labels != 1:
+            raise ValueError("a regression classifier needs num_labels: 1")
+        return self
+
+
+# A dropout probability: 0 <= p < 1.
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+@dataclass
+class LayerOutput:
+    """One layer's result: hidden states and (on request) attention scores and probabilities."""
+
+    hidden: torch.Tensor
+    attention_scores: torch.Tensor | None = None  # [B, heads, Q, S] before softmax (mask added)
+    attention_probs: torch.Tensor | None = None  # [B, heads, Q, S] after softmax
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor
+    pooled_output: torch.Tensor | None = None
+    embedding_output: torch.Tensor | None = None
+    hidden_states: list[torch.Tensor] | None = None  # per-layer block outputs (layer 1..L)
+    attention_scores: list[torch.Tensor] | None = None
+    attention_probs: list[torch.Tensor] | None = None
+
+
+@dataclass
+class ModelOutput:
+    """What ``model(input_ids, ...)`` returns. Fields are None when not computed.
+
+    ``mlm_logits`` is [B, S, V] at inference (no labels). With MLM labels it holds only the
+    predicted positions: [M, V] for full-length labels, [B, P, V] for compact positions.
+    ``mlm_token_loss`` / ``mlm_label_ids`` are the per-prediction losses and their original
+    token ids (-100 for padding slots), which token dropping uses to score tokens.
+    """
+
+    last_hidden_state: torch.Tensor
+    pooled_output: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    mlm_token_loss: torch.Tensor | None = None
+    mlm_label_ids: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    nsp_logits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    task_loss: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    hidden_states: list[torch.Tensor] | None = None
+    attention_scores: list[torch.Tensor] | None = None
+    attention_probs: list[torch.Tensor] | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class LayerRouter(Protocol):
+    """Hook that moves tokens between layers (token dropping implements it).
+
+    ``before_layer`` may shrink or restore the sequence and returns the (hidden, key_mask,
+    query_index) the layer runs with; ``after_layer`` sees the layer output; ``finish`` returns
+    the full-length final hidden states.
+    """
+
+    def before_layer(
+        self, index: int, hidden: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]: ...
+
+    def after_layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor: ...
+
+    def finish(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[B, S] 1/0 mask -> boolean [B, 1, 1, S] (True = attend) for scaled_dot_product_attention."""
+    if attention_mask is None:
+        return None
+    return attention_mask.to(torch.bool)[:, None, None, :]
+
+
+def gather_positions(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """hidden [B, S, H], index [B, K] -> [B, K, H]."""
+    return torch.gather(hidden, 1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Registry entry for one encoder family."""
+
+    name: str
+    config_cls: type
+    encoder_cls: type
+    mlm_head_cls: type
