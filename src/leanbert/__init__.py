@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "from_pretrained": "leanbert.checkpoint",
     "save_pretrained": "leanbert.checkpoint",
-    "export_to_transformers": "leanbert.models.hf",
+    "export_to_transformers": "leanbert.checkpoint",
     "build_model": "leanbert.models",
     "load_model_config": "leanbert.config",
     "model_preset": "leanbert.config",

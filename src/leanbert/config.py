@@ -48,6 +48,8 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     more = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    if not first["loc"]:  # a whole-config check (model_validator): its message says it all
+        return f"{source}: {msg}{more}"
     return f"{source}: bad value {shown} for key '{loc}': {msg}{more}"
 
 
@@ -144,7 +146,7 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
     names = list_presets(kind)
     if name not in names:
         raise ConfigError(
-            f"unknown {kind} preset '{name}'{did_you_mean(name, names)}; "
+            f"unknown {kind.rstrip('s')} preset '{name}'{did_you_mean(name, names)}; "
             f"choose one of: {', '.join(names)} or give a YAML file"
         )
     data = yaml.safe_load((_preset_dir(kind) / f"{name}.yaml").read_text(encoding="utf-8"))

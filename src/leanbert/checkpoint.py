@@ -1,0 +1,253 @@
+"""Checkpoints: safetensors weights + JSON config + tokenizer files, written atomically.
+
+A leanbert checkpoint is a directory::
+
+    config.json          {"leanbert_format": 1, "leanbert_version": ..., "model": {...}, "metadata": {...}}
+    model.safetensors    weights (the MLM decoder is tied to the word embeddings, stored once)
+    vocab.txt, tokenizer.json, tokenizer_config.json   the tokenizer
+
+``from_pretrained`` also reads transformers ``save_pretrained`` directories of BERT and
+MobileBERT (``model.safetensors``, sharded safetensors, or ``pytorch_model.bin`` through
+``torch.load(weights_only=True)``): nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leanbert import __version__
+from leanbert.errors import CheckpointError, ConfigError
+from leanbert.io import atomic_directory
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path} is not UTF-8 (byte {e.start}); the checkpoint is corrupt") from None
+    if not text.strip():
+        raise CheckpointError(f"{path} is empty; the checkpoint is incomplete: re-save or re-export it")
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}); fix or re-export it") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return cfg
+
+
+def _check_directory(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        old = list(p.parent.glob(f".{p.name}.old-*")) if p.parent.exists() else []
+        hint = f" (an interrupted save left {old[0]}; rename it to {p.name} to recover)" if old else ""
+        raise CheckpointError(
+            f"checkpoint not found: {p}{hint}; give a directory written by leanbert or transformers save_pretrained"
+        )
+    if not p.is_dir():
+        raise CheckpointError(f"{p} is a file; give the checkpoint directory that contains it")
+    if not (p / CONFIG_NAME).is_file():
+        raise CheckpointError(
+            f"{p} is not a checkpoint directory (no config.json); give a directory written by "
+            "'leanbert export', leanbert.save_pretrained or transformers save_pretrained"
+        )
+    return p
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """All weights of a checkpoint directory, on the CPU, without unpickling anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    single = directory / WEIGHTS_NAME
+    index = directory / "model.safetensors.index.json"
+    files: list[Path]
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+            raise CheckpointError(f"{index} is not a valid safetensors index; re-export the checkpoint") from None
+        files = [directory / f for f in sorted(set(weight_map.values()))]
+    elif (directory / "pytorch_model.bin").is_file():
+        path = directory / "pytorch_model.bin"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"{path} could not be read safely ({type(e).__name__}); convert it to safetensors"
+            ) from None
+        return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    else:
+        raise CheckpointError(f"{directory} has no weights: expected {WEIGHTS_NAME}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(f"weights file missing: {f}; the checkpoint is incomplete")
+        if f.stat().st_size == 0:
+            raise CheckpointError(f"{f} is empty; the checkpoint is incomplete: re-save or re-export it")
+        try:
+            state.update(load_file(str(f), device="cpu"))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(
+                f"{f} is truncated or corrupt ({str(e).splitlines()[0][:120]}); re-save or re-download the checkpoint"
+            ) from None
+    return state
+
+
+def from_pretrained(
+    path: str | Path,
+    *,
+    heads: list[str] | None = None,
+    new_heads: list[str] | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+):
+    """Load a leanbert checkpoint directory or a transformers ``save_pretrained`` directory.
+
+    heads: the heads to keep (default: all heads whose weights the checkpoint holds). Asking for a
+        head without weights is an error, unless it is also in ``new_heads``, which starts it from
+        random weights on purpose (e.g. a classifier for fine-tuning).
+    overrides: config values to change (e.g. ``num_labels=3``, ``hidden_dropout=0.0``).
+    """
+    from leanbert.models.hf import is_hf_config, load_hf_model
+
+    directory = _check_directory(path)
+    cfg = _read_config(directory)
+    new_heads = list(new_heads or [])
+    state = None
+    if is_hf_config(cfg):
+        state = read_state_dict(directory)
+        model = load_hf_model(cfg, state, str(directory), heads, new_heads, overrides)
+    elif "leanbert_format" in cfg:
+        model = _load_leanbert(directory, cfg, heads, new_heads, overrides)
+    else:
+        raise CheckpointError(
+            f"{directory / CONFIG_NAME} is neither a leanbert nor a transformers config (no model_type); "
+            "is this the right directory?"
+        )
+    model.source_dir = directory
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _load_leanbert(directory: Path, cfg: dict[str, Any], heads: list[str] | None, new_heads: list[str],
+                   overrides: dict[str, Any]):
+    from leanbert.config import load_model_config
+    from leanbert.models.hf import _load_checked
+    from leanbert.models.model import LeanbertModel
+
+    fmt = cfg.get("leanbert_format")
+    if fmt != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory}: checkpoint format {fmt} is not supported by leanbert {__version__} "
+            f"(format {FORMAT_VERSION}); upgrade leanbert"
+        )
+    model_cfg = cfg.get("model")
+    if not isinstance(model_cfg, dict):
+        raise CheckpointError(f"{directory / CONFIG_NAME}: missing the 'model' section")
+    source = str(directory / CONFIG_NAME)
+    present = list(model_cfg.get("heads", ["mlm"]))
+    chosen = present if heads is None else list(heads)
+    for h in chosen:
+        if h not in present and h not in new_heads:
+            raise CheckpointError(
+                f"{directory} has no weights for the '{h}' head (it holds {', '.join(present) or 'no heads'}); "
+                f"load it without that head, or pass new_heads=['{h}'] to start it from random weights"
+            )
+    data = {**model_cfg, **overrides, "heads": [*chosen, *[h for h in new_heads if h not in chosen]]}
+    try:
+        config = load_model_config(data, source)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    model = LeanbertModel(config)
+    state = read_state_dict(directory)
+    skip = set(new_heads)
+    dropped = {h for h in present if h not in config.heads}
+    state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in dropped | skip}
+    _load_checked(model, state, str(directory), skip_heads=skip)
+    return model
+
+
+def copy_tokenizer_files(src: str | Path | None, dst: Path) -> list[str]:
+    from leanbert.data.tokenizer import TOKENIZER_FILES
+
+    if src is None:
+        return []
+    src = Path(src)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def save_pretrained(model, path: str | Path, *, tokenizer_dir: str | Path | None = None,
+                    metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as a leanbert checkpoint directory, atomically.
+
+    The tokenizer files are copied from ``tokenizer_dir`` (default: the directory the model was
+    loaded from, if any).
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else getattr(model, "source_dir", None)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_directory(path) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "leanbert_version": __version__})
+        copy_tokenizer_files(tokenizer_dir, tmp)
+        cfg = {
+            "leanbert_format": FORMAT_VERSION,
+            "leanbert_version": __version__,
+            "model": model.config.model_dump(mode="json"),
+            "metadata": metadata or {},
+        }
+        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``metadata`` section of a leanbert checkpoint (empty for transformers checkpoints)."""
+    cfg = _read_config(_check_directory(path))
+    meta = cfg.get("metadata", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path | None = None) -> Path:
+    """Write a transformers ``save_pretrained`` directory (config.json + model.safetensors +
+    tokenizer files) that ``transformers.AutoModel*`` classes load. ``model`` may be a path."""
+    from safetensors.torch import save_file
+
+    from leanbert.models.hf import state_to_hf
+
+    if isinstance(model, (str, Path)):
+        model = from_pretrained(model)
+    path = Path(path)
+    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else getattr(model, "source_dir", None)
+    hf_cfg, state = state_to_hf(model)
+    with atomic_directory(path) as tmp:
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        copied = copy_tokenizer_files(tokenizer_dir, tmp)
+        if copied and "tokenizer_config.json" not in copied:
+            tok_cfg = {"tokenizer_class": "BertTokenizer", "do_lower_case": True,
+                       "model_max_length": model.config.max_position_embeddings}
+            (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
+        (tmp / CONFIG_NAME).write_text(json.dumps(hf_cfg, indent=2) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,326 @@
+"""Hugging Face ``transformers`` interop: read and write ``save_pretrained`` directories.
+
+Loading never imports transformers: the directory's ``config.json`` is mapped to a leanbert
+config and the safetensors weights are renamed (Q, K, V concatenated into leanbert's fused
+projection; the MLM decoder tied to the word embeddings). Exporting writes a directory that
+``transformers.AutoModel`` / ``AutoModelForMaskedLM`` / ``AutoModelForPreTraining`` load.
+
+Each family provides an :class:`HFAdapter`: its config mapping and a *key map* from every
+leanbert parameter name to the transformers name(s) it corresponds to. Body keys are given
+without the base-model prefix (``bert.``), which transformers adds for models with heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from leanbert.errors import CheckpointError
+
+# Head -> prefix of its transformers parameter names (shared by BERT and MobileBERT).
+HF_HEAD_PREFIXES = {
+    "mlm": "cls.predictions.",
+    "nsp": "cls.seq_relationship.",
+    "classifier": "classifier.",
+    "span_qa": "qa_outputs.",
+}
+# Buffers and tied copies that transformers may save and leanbert does not need.
+IGNORED_HF_SUFFIXES = ("position_ids", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class HFAdapter:
+    hf_model_type: str  # "bert"
+    base_prefix: str  # "bert."
+    arch_prefix: str  # "Bert": architectures are f"{arch_prefix}Model", f"{arch_prefix}ForMaskedLM", ...
+    config_from_hf: Callable[[dict[str, Any]], dict[str, Any]]
+    config_to_hf: Callable[[Any], dict[str, Any]]
+    key_map: Callable[[Any], dict[str, list[str]]]
+    # Tied HF keys that are copies of another parameter: hf key -> leanbert key it equals.
+    tied_keys: Callable[[Any], dict[str, str]]
+
+    def architecture(self, heads: list[str]) -> str:
+        hs = set(heads)
+        if not hs:
+            return f"{self.arch_prefix}Model"
+        if hs == {"mlm", "nsp"}:
+            return f"{self.arch_prefix}ForPreTraining"
+        if hs == {"mlm"}:
+            return f"{self.arch_prefix}ForMaskedLM"
+        if hs == {"nsp"}:
+            return f"{self.arch_prefix}ForNextSentencePrediction"
+        if hs == {"classifier"}:
+            return f"{self.arch_prefix}ForSequenceClassification"
+        if hs == {"span_qa"}:
+            return f"{self.arch_prefix}ForQuestionAnswering"
+        raise CheckpointError(
+            f"transformers has no single {self.arch_prefix} class with the heads {sorted(hs)}; "
+            "export with heads=[] (encoder only) or one of mlm, mlm+nsp, classifier, span_qa"
+        )
+
+
+def _adapter_for(hf_model_type: str) -> HFAdapter:
+    if hf_model_type == "bert":
+        return BERT_ADAPTER
+    if hf_model_type == "mobilebert":
+        try:
+            from leanbert.models.mobilebert import HF_ADAPTER
+        except ImportError:
+            raise CheckpointError("MobileBERT checkpoints need leanbert's MobileBERT model, which this version lacks") from None
+        return HF_ADAPTER
+    raise CheckpointError(
+        f"transformers model_type '{hf_model_type}' is not supported; leanbert reads bert and mobilebert checkpoints"
+    )
+
+
+def adapter_for_model_type(model_type: str) -> HFAdapter:
+    """The adapter of a leanbert model_type (the same names as transformers)."""
+    return _adapter_for(model_type)
+
+
+def is_hf_config(cfg: dict[str, Any]) -> bool:
+    """A transformers config.json (not leanbert's own, which has ``leanbert_format``)."""
+    return "leanbert_format" not in cfg and "model_type" in cfg
+
+
+def heads_in_hf_state(keys: list[str]) -> list[str]:
+    return [h for h, prefix in HF_HEAD_PREFIXES.items() if any(k.startswith(prefix) for k in keys)]
+
+
+def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: str, heads: list[str] | None,
+                  new_heads: list[str], overrides: dict[str, Any]):
+    """Build a leanbert model from a transformers config and state dict."""
+    from leanbert.config import load_model_config
+    from leanbert.models.model import LeanbertModel
+
+    adapter = _adapter_for(str(cfg.get("model_type")))
+    present = heads_in_hf_state(list(state))
+    chosen = present if heads is None else list(heads)
+    for h in chosen:
+        if h not in present and h not in new_heads:
+            raise CheckpointError(
+                f"{source} has no weights for the '{h}' head (it holds {', '.join(present) or 'no heads'}); "
+                f"load it without that head, or pass new_heads=['{h}'] to start it from random weights"
+            )
+    lb_cfg = adapter.config_from_hf(cfg)
+    lb_cfg["heads"] = [*chosen, *[h for h in new_heads if h not in chosen]]
+    if "classifier" in present and "classifier" in lb_cfg["heads"] and "num_labels" not in overrides:
+        w = state.get("classifier.weight")
+        if w is not None:
+            lb_cfg["num_labels"] = int(w.shape[0])
+            if w.shape[0] == 1:
+                lb_cfg["problem_type"] = "regression"
+    lb_cfg.update(overrides)
+    config = load_model_config(lb_cfg, f"{source}/config.json")
+    model = LeanbertModel(config)
+    lb_state = state_from_hf(adapter, config, state, source, skip_heads=set(new_heads))
+    _load_checked(model, lb_state, source, skip_heads=set(new_heads))
+    return model
+
+
+def state_from_hf(adapter: HFAdapter, config: Any, state: dict[str, torch.Tensor], source: str,
+                  skip_heads: set[str] = frozenset()) -> dict[str, torch.Tensor]:
+    state = {_modern_name(k): v for k, v in state.items()}
+    has_prefix = any(k.startswith(adapter.base_prefix) for k in state)
+    out: dict[str, torch.Tensor] = {}
+    for lb_key, hf_keys in adapter.key_map(config).items():
+        head = lb_key.split(".", 1)[0]
+        if head in skip_heads:
+            continue
+        full = [(adapter.base_prefix + k if has_prefix and _is_body(k) else k) for k in hf_keys]
+        missing = [k for k in full if k not in state]
+        if missing:
+            if lb_key.endswith("mlm.bias") and "cls.predictions.decoder.bias" in state:
+                out[lb_key] = state["cls.predictions.decoder.bias"]
+                continue
+            raise CheckpointError(
+                f"{source}: weight '{missing[0]}' is missing ({len(missing)} missing for '{lb_key}'); "
+                "the checkpoint is incomplete or its config.json does not match its weights"
+            )
+        tensors = [state[k] for k in full]
+        out[lb_key] = tensors[0] if len(tensors) == 1 else torch.cat(tensors, 0)
+    # A decoder that differs from the word embeddings cannot be represented (leanbert ties them).
+    dec = state.get("cls.predictions.decoder.weight")
+    emb_key = "encoder.embeddings.word.weight"
+    if dec is not None and emb_key in out and dec.shape == out[emb_key].shape and not torch.equal(dec, out[emb_key]):
+        raise CheckpointError(
+            f"{source}: the MLM decoder is not tied to the word embeddings; leanbert ties them as BERT does"
+        )
+    return out
+
+
+def _is_body(hf_key: str) -> bool:
+    return not any(hf_key.startswith(p) for p in HF_HEAD_PREFIXES.values())
+
+
+def _modern_name(key: str) -> str:
+    """Old TF-converted checkpoints name LayerNorm parameters gamma/beta."""
+    if key.endswith(".gamma"):
+        return key[: -len("gamma")] + "weight"
+    if key.endswith(".beta"):
+        return key[: -len("beta")] + "bias"
+    return key
+
+
+def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                  skip_heads: set[str] = frozenset()) -> None:
+    """load_state_dict with shape checks that name the first mismatching weight."""
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if key not in expected:
+            raise CheckpointError(f"{source}: unexpected weight '{key}'; the checkpoint does not match its config.json")
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{source}: weight '{key}' has shape {list(tensor.shape)} but config.json implies "
+                f"{list(expected[key].shape)}; the weights and config.json do not belong together"
+            )
+    missing = [k for k in expected if k not in state and k.split(".", 1)[0] not in skip_heads]
+    if missing:
+        raise CheckpointError(
+            f"{source}: weight '{missing[0]}' is missing ({len(missing)} missing in all); the checkpoint is incomplete"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(transformers config.json dict, transformers state dict) for a leanbert model."""
+    config = model.config
+    adapter = adapter_for_model_type(config.model_type)
+    heads = list(config.heads)
+    state = model.state_dict()
+    prefix = adapter.base_prefix if heads else ""
+    out: dict[str, torch.Tensor] = {}
+    for lb_key, hf_keys in adapter.key_map(config).items():
+        tensor = state[lb_key].detach().cpu()
+        parts = [tensor] if len(hf_keys) == 1 else list(tensor.chunk(len(hf_keys), 0))
+        for hf_key, part in zip(hf_keys, parts, strict=True):
+            out[(prefix + hf_key) if _is_body(hf_key) else hf_key] = part.contiguous().clone()
+    for hf_key, lb_key in adapter.tied_keys(config).items():
+        if hf_key.split(".")[0] in ("cls",) and "mlm" not in heads:
+            continue
+        out[hf_key] = state[lb_key].detach().cpu().contiguous().clone()
+    hf_cfg = adapter.config_to_hf(config)
+    hf_cfg["architectures"] = [adapter.architecture(heads)]
+    if "classifier" in heads:
+        n = 1 if config.problem_type == "regression" else config.num_labels
+        hf_cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
+        hf_cfg["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+        hf_cfg["problem_type"] = config.problem_type
+    return hf_cfg, out
+
+
+# --------------------------------------------------------------------------------------
+# BERT
+# --------------------------------------------------------------------------------------
+
+_BERT_ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                     "relu": "relu", "silu": "silu", "swish": "silu"}
+_BERT_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
+
+
+def bert_config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
+    if cfg.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(
+            f"position_embedding_type '{cfg['position_embedding_type']}' is not supported; leanbert BERT uses absolute positions"
+        )
+    if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
+        raise CheckpointError("decoder BERT checkpoints (is_decoder / cross-attention) are not supported")
+    act = cfg.get("hidden_act", "gelu")
+    if act not in _BERT_ACT_FROM_HF:
+        raise CheckpointError(f"hidden_act '{act}' is not supported; use one of {', '.join(_BERT_ACT_FROM_HF)}")
+    out = {
+        "model_type": "bert",
+        "vocab_size": cfg.get("vocab_size", 30522),
+        "hidden_size": cfg.get("hidden_size", 768),
+        "num_layers": cfg.get("num_hidden_layers", 12),
+        "num_heads": cfg.get("num_attention_heads", 12),
+        "intermediate_size": cfg.get("intermediate_size", 3072),
+        "hidden_act": _BERT_ACT_FROM_HF[act],
+        "hidden_dropout": cfg.get("hidden_dropout_prob", 0.1),
+        "attention_dropout": cfg.get("attention_probs_dropout_prob", 0.1),
+        "max_position_embeddings": cfg.get("max_position_embeddings", 512),
+        "type_vocab_size": cfg.get("type_vocab_size", 2),
+        "layer_norm_eps": cfg.get("layer_norm_eps", 1e-12),
+        "initializer_range": cfg.get("initializer_range", 0.02),
+        "pad_token_id": cfg.get("pad_token_id") or 0,
+    }
+    if cfg.get("classifier_dropout") is not None:
+        out["classifier_dropout"] = cfg["classifier_dropout"]
+    return out
+
+
+def bert_config_to_hf(config: Any) -> dict[str, Any]:
+    return {
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": _BERT_ACT_TO_HF[config.hidden_act],
+        "hidden_dropout_prob": config.hidden_dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "initializer_range": config.initializer_range,
+        "pad_token_id": config.pad_token_id,
+        "position_embedding_type": "absolute",
+        "classifier_dropout": config.classifier_dropout,
+        "tie_word_embeddings": True,
+    }
+
+
+def bert_key_map(config: Any) -> dict[str, list[str]]:
+    m: dict[str, list[str]] = {}
+
+    def lin(lb: str, hf: str) -> None:
+        m[f"{lb}.weight"] = [f"{hf}.weight"]
+        m[f"{lb}.bias"] = [f"{hf}.bias"]
+
+    m["encoder.embeddings.word.weight"] = ["embeddings.word_embeddings.weight"]
+    m["encoder.embeddings.position.weight"] = ["embeddings.position_embeddings.weight"]
+    m["encoder.embeddings.token_type.weight"] = ["embeddings.token_type_embeddings.weight"]
+    lin("encoder.embeddings.norm", "embeddings.LayerNorm")
+    for i in range(config.num_layers):
+        lb, hf = f"encoder.layers.{i}", f"encoder.layer.{i}"
+        for p in ("weight", "bias"):
+            m[f"{lb}.attention.qkv.{p}"] = [f"{hf}.attention.self.{n}.{p}" for n in ("query", "key", "value")]
+        lin(f"{lb}.attention.out", f"{hf}.attention.output.dense")
+        lin(f"{lb}.attention.norm", f"{hf}.attention.output.LayerNorm")
+        lin(f"{lb}.ffn.up", f"{hf}.intermediate.dense")
+        lin(f"{lb}.ffn.down", f"{hf}.output.dense")
+        lin(f"{lb}.ffn.norm", f"{hf}.output.LayerNorm")
+    if config.use_pooler:
+        lin("encoder.pooler.dense", "pooler.dense")
+    heads = set(config.heads)
+    if "mlm" in heads:
+        lin("mlm.dense", "cls.predictions.transform.dense")
+        lin("mlm.norm", "cls.predictions.transform.LayerNorm")
+        m["mlm.bias"] = ["cls.predictions.bias"]
+    if "nsp" in heads:
+        lin("nsp.classifier", "cls.seq_relationship")
+    if "classifier" in heads:
+        lin("classifier.classifier", "classifier")
+    if "span_qa" in heads:
+        lin("span_qa.qa_outputs", "qa_outputs")
+    return m
+
+
+def bert_tied_keys(config: Any) -> dict[str, str]:
+    return {"cls.predictions.decoder.weight": "encoder.embeddings.word.weight",
+            "cls.predictions.decoder.bias": "mlm.bias"}
+
+
+BERT_ADAPTER = HFAdapter(
+    hf_model_type="bert",
+    base_prefix="bert.",
+    arch_prefix="Bert",
+    config_from_hf=bert_config_from_hf,
+    config_to_hf=bert_config_to_hf,
+    key_map=bert_key_map,
+    tied_keys=bert_tied_keys,
+)

