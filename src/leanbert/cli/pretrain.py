@@ -1,10 +1,40 @@
-"""`leanbert pretrain`: MLM pretraining (with token dropping)"""
+"""`leanbert pretrain`: MLM pretraining (with token dropping) on prepared shards."""
 
 from __future__ import annotations
 
-from leanbert.cli._common import not_built
+import argparse
+
+from leanbert.cli._common import add_set_option
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pretrain", help="MLM pretraining (with token dropping)", description="MLM pretraining (with token dropping) (not built yet: pretraining engine issue)")
-    p.set_defaults(func=not_built("leanbert pretrain", "pretraining engine issue"))
+    p = sub.add_parser(
+        "pretrain",
+        help="MLM pretraining (plus NSP/SOP for paired data), optionally with token dropping",
+        description=(
+            "Pretrain an encoder on shards made by 'leanbert data prepare'. Running the same "
+            "command on the same --output resumes from the last checkpoint. SIGINT/SIGTERM save "
+            "a checkpoint and exit. Multi-process: torchrun --nproc_per_node N -m leanbert pretrain ..."
+        ),
+    )
+    p.add_argument("--config", "-c", default="demo",
+                   help="pretraining preset (demo, bert-base, bert-base-token-dropping) or YAML file")
+    p.add_argument("--data", required=True, help="directory written by 'leanbert data prepare'")
+    p.add_argument("--output", "-o", required=True, help="run directory (checkpoints, metrics, final model)")
+    add_set_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from leanbert.train.config import load_pretrain_config
+    from leanbert.train.trainer import pretrain
+
+    cfg = load_pretrain_config(args.config, args.overrides)
+    result = pretrain(cfg, args.data, args.output)
+    if result.eval_before and result.eval_after:
+        print(f"held-out MLM loss: {result.eval_before['mlm_loss']:.4f} -> {result.eval_after['mlm_loss']:.4f} "
+              f"(perplexity {result.eval_before['perplexity']:.1f} -> {result.eval_after['perplexity']:.1f})")
+    elif result.eval_after:
+        print(f"held-out MLM loss: {result.eval_after['mlm_loss']:.4f}")
+    print(f"pretrained model: {result.model_dir} ({result.steps} steps); metrics: {result.output_dir / 'metrics.jsonl'}")
+    return 0

@@ -106,6 +106,12 @@ def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: s
                 f"load it without that head, or pass new_heads=['{h}'] to start it from random weights"
             )
     lb_cfg = adapter.config_from_hf(cfg)
+    # BertForMaskedLM (and MobileBertForMaskedLM) have no pooler: build none rather than a random one.
+    if not any(k.endswith("pooler.dense.weight") for k in state):
+        from leanbert.models import config_class
+
+        if "use_pooler" in config_class(lb_cfg["model_type"]).model_fields:
+            lb_cfg["use_pooler"] = False
     lb_cfg["heads"] = [*chosen, *[h for h in new_heads if h not in chosen]]
     if "classifier" in present and "classifier" in lb_cfg["heads"] and "num_labels" not in overrides:
         w = state.get("classifier.weight")

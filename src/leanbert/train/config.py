@@ -1,0 +1,102 @@
+"""The pretraining configuration: typed sections with defaults, presets in
+``leanbert/presets/pretrain/*.yaml``, and ``--set section.key=value`` overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from leanbert.config import StrictConfig, apply_overrides, load_preset, load_yaml, validate
+from leanbert.train.optim import OptimConfig
+
+
+class DataSection(StrictConfig):
+    batch_size: int = Field(128, ge=1, description="global sequences per optimizer step")
+    micro_batch_size: int | None = Field(None, ge=1, description="sequences per process per forward")
+    mask_rate: float = Field(0.15, gt=0, lt=1)
+    max_predictions: int | None = Field(None, ge=1, description="MLM slots per sequence (default: ceil(rate*len))")
+    whole_word_masking: bool = False
+    eval_split: str = "validation"
+
+
+class TrainSection(StrictConfig):
+    max_steps: int = Field(1000, ge=1)
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)
+
+
+class CheckpointSection(StrictConfig):
+    every: int = Field(500, ge=1)
+    keep_last: int = Field(2, ge=1)
+
+
+class EvalSection(StrictConfig):
+    every: int = Field(500, ge=1)
+    batches: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    at_start: bool = True
+
+
+class LogSection(StrictConfig):
+    every: int = Field(10, ge=1)
+    tensorboard: bool = True
+    progress: bool = True
+
+
+class PretrainConfig(StrictConfig):
+    model: dict[str, Any] = Field(default_factory=lambda: {"preset": "bert-small"})
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    log: LogSection = Field(default_factory=LogSection)
+    token_dropping: dict[str, Any] = Field(default_factory=lambda: {"method": "none"})
+
+    @field_validator("model")
+    @classmethod
+    def _model_has_preset_or_type(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "preset" not in v and "model_type" not in v:
+            raise ValueError("the model section needs 'preset' (e.g. bert-small) or a full model config with model_type")
+        return v
+
+    @model_validator(mode="after")
+    def _check_batches(self) -> PretrainConfig:
+        mb = self.data.micro_batch_size
+        if mb is not None and self.data.batch_size % mb:
+            raise ValueError(
+                f"data.batch_size {self.data.batch_size} is not a multiple of data.micro_batch_size {mb}"
+            )
+        return self
+
+
+def load_pretrain_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
+    """A pretraining config from a preset name or YAML file, with ``key=value`` overrides."""
+    p = Path(name_or_path)
+    if str(name_or_path).endswith((".yaml", ".yml")) or p.is_file():
+        data, source = load_yaml(p), str(p)
+    else:
+        data, source = load_preset("pretrain", str(name_or_path)), f"pretrain preset '{name_or_path}'"
+    return validate(PretrainConfig, apply_overrides(data, list(overrides)), source)
+
+
+def resolve_model_config(section: dict[str, Any], vocab_size: int | None = None, heads: list[str] | None = None):
+    """The model config of a pretraining run: a preset plus overrides, sized to the tokenizer."""
+    from leanbert.config import load_model_config
+    from leanbert.config import load_preset as _load
+
+    data = dict(section)
+    preset = data.pop("preset", None)
+    base = _load("models", preset) if preset else {}
+    merged = {**base, **data}
+    if vocab_size is not None:
+        merged["vocab_size"] = vocab_size
+    if heads is not None:
+        merged["heads"] = heads
+    return load_model_config(merged, f"model section (preset {preset})" if preset else "model section")
