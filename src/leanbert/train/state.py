@@ -115,6 +115,14 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
+def read_saved_config(path: Path) -> dict[str, Any]:
+    """The pretraining config a checkpoint was written with (to check a resume is compatible)."""
+    try:
+        return json.loads((path / "trainer_state.json").read_text(encoding="utf-8")).get("config", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"{path}/trainer_state.json is unreadable ({e}); delete this checkpoint to resume from the previous one") from None
+
+
 def load_training_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[TrainState, dict[str, Any], dict[str, torch.Tensor]]:

@@ -21,6 +21,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -34,6 +35,7 @@ from leanbert.train.state import (
     TrainState,
     list_checkpoints,
     load_training_checkpoint,
+    read_saved_config,
     save_training_checkpoint,
     set_rng_state,
 )
@@ -167,10 +169,13 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, output_dir: str | Path, 
         optimizer = build_optimizer(model, cfg.optim)
         state = TrainState()
         config_dump = cfg.model_dump(mode="json")
+        if dist.is_main:
+            _remove_debris(output_dir)
+        barrier()
         existing = list_checkpoints(output_dir)
         if existing:
-            state, saved_cfg, extra = load_training_checkpoint(existing[-1], model, optimizer)
-            _check_resume_compatible(saved_cfg, config_dump, output_dir)
+            _check_resume_compatible(read_saved_config(existing[-1]), config_dump, output_dir)
+            state, _, extra = load_training_checkpoint(existing[-1], model, optimizer)
             set_rng_state(extra)
             td.load_state_dict(extra, strict=td.config.method == "token")
         elif dist.is_main:
@@ -180,6 +185,17 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, output_dir: str | Path, 
                      config_dump, stop_after, resumed=bool(existing))
     finally:
         shutdown()
+
+
+def _remove_debris(output_dir: Path) -> None:
+    """Temporary directories left by a run killed while writing a checkpoint."""
+    import shutil
+
+    root = output_dir / "checkpoints"
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _yaml(d: dict) -> str:
@@ -221,15 +237,34 @@ def _model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
+class _PretrainForward(torch.nn.Module):
+    """The model's pretraining forward returning a plain dict of tensors: DDP's hooks (and
+    torch.compile) follow dicts, not arbitrary output objects."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor], router: Any = None) -> dict[str, torch.Tensor]:
+        out = self.model(**_model_inputs(batch), router=router)
+        res = {"mlm_token_loss": out.mlm_token_loss, "mlm_label_ids": out.mlm_label_ids,
+               "mlm_logits": out.mlm_logits}
+        if out.nsp_logits is not None:
+            res["nsp_logits"] = out.nsp_logits
+        return res
+
+
 def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, device, output_dir: Path,
           micro: int, accum: int, config_dump: dict, stop_after: int | None, resumed: bool) -> PretrainResult:
     from tqdm import tqdm
 
     raw_model = model
+    model = _PretrainForward(raw_model)
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # static_graph: the pooler is unused without NSP; the set of used parameters never changes.
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True)
     step_model = torch.compile(model) if cfg.train.compile else model
     scaler = torch.amp.GradScaler("cuda") if cfg.train.precision == "fp16" else None
     total = cfg.train.max_steps
@@ -271,11 +306,10 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
                 router = td.router_for(batch, state.step)
                 with sync:
                     with _autocast(device, cfg.train.precision):
-                        out = step_model(**_model_inputs(batch), next_sentence_label=batch.get("next_sentence_label"),
-                                         router=router)
+                        out = SimpleNamespace(**step_model(batch, router))
                     token_loss = out.mlm_token_loss
                     loss = token_loss.sum() * (world / n_pred.clamp(min=1))
-                    if out.nsp_logits is not None and "next_sentence_label" in batch:
+                    if "next_sentence_label" in batch and getattr(out, "nsp_logits", None) is not None:
                         nsp = torch.nn.functional.cross_entropy(
                             out.nsp_logits.float(), batch["next_sentence_label"].view(-1), reduction="sum")
                         loss = loss + nsp * (world / global_batch)

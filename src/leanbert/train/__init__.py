@@ -1,0 +1,1 @@
+"""Pretraining machinery: the trainer, optimizers and schedules, metrics and FLOP counting."""

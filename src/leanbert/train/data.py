@@ -1,0 +1,67 @@
+"""The pretraining data source: prepared shards -> masked batches for the trainer.
+
+A thin layer over :class:`leanbert.data.loader.ShardLoader` and
+:class:`leanbert.data.masking.MaskingCollator` that reads the prepared directory's manifest
+(tokenizer, vocabulary size, special ids, sequence length, packed or paired mode) and hands
+the trainer an endless stream positioned at a global sample index.
+
+Masks are drawn from (seed, first global sample index of the micro-batch), so a resumed run
+sees the same masks, and so does a run with another number of processes as long as
+``data.micro_batch_size`` stays the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from leanbert.data.loader import ShardLoader
+from leanbert.data.masking import MaskingCollator
+from leanbert.data.shards import read_manifest
+from leanbert.train.config import DataSection
+
+
+class PretrainData:
+    def __init__(self, data_dir: str | Path, cfg: DataSection, seed: int = 0) -> None:
+        self.dir = Path(data_dir)
+        self.manifest = read_manifest(self.dir)
+        self.cfg = cfg
+        self.seed = seed
+        tok = self.manifest["tokenizer"]
+        self.vocab_size = int(tok["vocab_size"])
+        self.special_ids = dict(tok["special_ids"])
+        self.tokenizer_dir = self.dir / tok.get("dir", "tokenizer")
+        self.seq_length = int(self.manifest["seq_length"])
+        self.has_pairs = self.manifest["mode"] == "pairs"
+        self.has_eval = cfg.eval_split in self.manifest["splits"] and \
+            self.manifest["splits"][cfg.eval_split].get("examples", 0) > 0
+        self.allow_ids = [self.special_ids[t] for t in ("[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in self.special_ids]
+        self.deny_ids = [self.special_ids["[PAD]"]]
+
+    def collator(self, seed: int) -> MaskingCollator:
+        return MaskingCollator.from_prepared(
+            self.dir, mask_rate=self.cfg.mask_rate, max_predictions=self.cfg.max_predictions,
+            whole_word=self.cfg.whole_word_masking, seed=seed,
+        )
+
+    def train_batches(self, *, start_sample: int, micro_batch_size: int, rank: int,
+                      world_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        loader = ShardLoader(self.dir, "train", batch_size=micro_batch_size, collator=self.collator(self.seed),
+                             rank=rank, world_size=world_size, start_index=start_sample, shuffle=True,
+                             seed=self.seed, loop=True)
+        for batch in loader:
+            yield {k: v for k, v in batch.items() if v is not None}
+
+    def eval_batches(self, n: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
+        """The first ``n`` batches of the held-out split, masked identically every time."""
+        loader = ShardLoader(self.dir, self.cfg.eval_split, batch_size=batch_size,
+                             collator=self.collator(self.seed + 1_000_003), shuffle=False, loop=False,
+                             drop_last=False, prefetch=0)
+        out = []
+        for batch in loader:
+            out.append({k: v for k, v in batch.items() if v is not None})
+            if len(out) >= n:
+                break
+        return out
