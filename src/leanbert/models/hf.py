@@ -198,8 +198,13 @@ def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     heads = list(config.heads)
     state = model.state_dict()
     prefix = adapter.base_prefix if heads else ""
+    arch = adapter.architecture(heads)
+    # transformers' *ForMaskedLM and *ForQuestionAnswering classes have no pooler: leave it out.
+    no_pooler = arch.endswith(("ForMaskedLM", "ForQuestionAnswering"))
     out: dict[str, torch.Tensor] = {}
     for lb_key, hf_keys in adapter.key_map(config).items():
+        if no_pooler and lb_key.startswith("encoder.pooler."):
+            continue
         tensor = state[lb_key].detach().cpu()
         parts = [tensor] if len(hf_keys) == 1 else list(tensor.chunk(len(hf_keys), 0))
         for hf_key, part in zip(hf_keys, parts, strict=True):
@@ -209,7 +214,7 @@ def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             continue
         out[hf_key] = state[lb_key].detach().cpu().contiguous().clone()
     hf_cfg = adapter.config_to_hf(config)
-    hf_cfg["architectures"] = [adapter.architecture(heads)]
+    hf_cfg["architectures"] = [arch]
     if "classifier" in heads:
         n = 1 if config.problem_type == "regression" else config.num_labels
         hf_cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
