@@ -190,3 +190,35 @@ def test_resume_with_a_different_number_of_processes(prepared, tmp_path):
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "mixed")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+
+
+def test_padding_columns_are_trimmed_before_the_model():
+    from leanbert.train.data import trim_padding
+
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    batch = {"input_ids": torch.arange(10).view(2, 5) * mask, "attention_mask": mask,
+             "token_type_ids": torch.zeros(2, 5, dtype=torch.long), "mlm_positions": torch.tensor([[1], [1]]),
+             "labels": torch.tensor([[5], [6]])}
+    out = trim_padding(batch)
+    assert out["input_ids"].shape == (2, 3) and out["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert torch.equal(out["mlm_positions"], batch["mlm_positions"])
+
+
+def test_sentence_pair_data_trains_mlm_and_nsp(tmp_path):
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pretrain" / "wikitext-2-tokens"
+    if not data.is_dir():
+        pytest.skip(f"real text not found at {data}")
+    import json
+
+    from leanbert.data.shards import prepare
+    from leanbert.data.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(data / "wiki.valid.tokens", vocab_size=1500)
+    prepare(data / "wiki.valid.tokens", tok, tmp_path / "pairs",
+            {"seq_length": 48, "mode": "pairs", "validation_fraction": 0.05})
+    res = pretrain(cfg("train.max_steps=3", "model.max_position_embeddings=64", "eval.every=1000"),
+                   tmp_path / "pairs", tmp_path / "run")
+    assert sorted(json.loads((res.model_dir / "config.json").read_text())["model"]["heads"]) == ["mlm", "nsp"]
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    nsp = [r["nsp_loss"] for r in recs if r["kind"] == "train"]
+    assert len(nsp) == 3 and all(0.3 < x < 1.2 for x in nsp)  # about ln 2 at the start

@@ -23,6 +23,23 @@ from leanbert.data.shards import read_manifest
 from leanbert.train.config import DataSection
 
 
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut the columns that are padding in every row (no compute is spent on them).
+
+    Prediction positions always point at real tokens, so they stay valid."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return batch
+    length = int(mask.sum(1).max())
+    if length == mask.shape[1]:
+        return batch
+    out = dict(batch)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        if out.get(key) is not None:
+            out[key] = out[key][:, :length].contiguous()
+    return out
+
+
 class PretrainData:
     def __init__(self, data_dir: str | Path, cfg: DataSection, seed: int = 0) -> None:
         self.dir = Path(data_dir)
@@ -52,7 +69,7 @@ class PretrainData:
                              rank=rank, world_size=world_size, start_index=start_sample, shuffle=True,
                              seed=self.seed, loop=True)
         for batch in loader:
-            yield {k: v for k, v in batch.items() if v is not None}
+            yield trim_padding({k: v for k, v in batch.items() if v is not None})
 
     def eval_batches(self, n: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
         """The first ``n`` batches of the held-out split, masked identically every time."""
@@ -61,7 +78,7 @@ class PretrainData:
                              drop_last=False, prefetch=0)
         out = []
         for batch in loader:
-            out.append({k: v for k, v in batch.items() if v is not None})
+            out.append(trim_padding({k: v for k, v in batch.items() if v is not None}))
             if len(out) >= n:
                 break
         return out

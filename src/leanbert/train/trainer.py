@@ -354,10 +354,12 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
                                             else b["input_ids"].numel() for b in micro_batches)))
             all_reduce_sum(tokens)
             state.tokens_seen += int(tokens)
-            b0 = micro_batches[0]
-            step_flops = td.flops_per_step(global_batch, b0["input_ids"].shape[1],
-                                           b0["labels"].shape[1] if b0.get("mlm_positions") is not None
-                                           else b0["input_ids"].shape[1], state.step - 1)
+            # Analytic FLOPs of what was really computed: per micro-batch (padding trimmed), all ranks.
+            step_flops = world * sum(
+                td.flops_per_step(b["input_ids"].shape[0], b["input_ids"].shape[1],
+                                  b["labels"].shape[1] if b.get("mlm_positions") is not None else b["input_ids"].shape[1],
+                                  state.step - 1)
+                for b in micro_batches)
             dt = time.perf_counter() - t0
             tokens_window += int(tokens)
             time_window += dt
