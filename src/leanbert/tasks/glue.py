@@ -29,7 +29,7 @@ SUBMISSION_HEADER = ("index", "prediction")
 
 @dataclass(frozen=True)
 class GlueExample:
-    guid: str  # the index column (test files) or the 0-based row number
+    guid: str  # the index (QQP: id) column, or the 0-based example number where there is none
     texts: tuple[str, ...]  # one sentence, or a pair
     label: str | None  # the label as written in the file; None for test files
     line: int  # 1-based line in the file, for error messages
@@ -106,7 +106,8 @@ def read_glue(task: TaskSpec, data: str | Path, split: str, *, limit: int | None
         n_cols = None  # CoLA: no header; take the width of the first row (4 in GLUE)
     columns = [*spec.text_columns, spec.label_column, spec.index_column]
     needed = max(_width(c) for c in columns if c is not None)
-    for row_number, (line, row) in enumerate(rows):
+    seen: set[str] = set()
+    for line, row in rows:
         if n_cols is None:
             n_cols = len(row)
         if len(row) != n_cols or len(row) < needed:
@@ -121,7 +122,10 @@ def read_glue(task: TaskSpec, data: str | Path, split: str, *, limit: int | None
         if spec.label_column is not None:
             label = row[spec.label_column].strip()
             check_label(task, label, f"{path}:{line}")
-        guid = row[spec.index_column].strip() if spec.index_column is not None else str(row_number)
+        guid = row[spec.index_column].strip() if spec.index_column is not None else str(len(out.examples))
+        if guid in seen:
+            raise DataError(f"{path}:{line}: index {guid} appears twice; each example needs its own index")
+        seen.add(guid)
         texts = tuple(row[c] for c in spec.text_columns)
         out.examples.append(GlueExample(guid, texts, label, line))
         if limit is not None and len(out.examples) >= limit:

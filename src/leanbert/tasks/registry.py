@@ -29,7 +29,7 @@ class SplitSpec:
     text_columns: tuple[int, ...]
     label_column: int | None  # None: unlabelled (test files)
     header: bool = True
-    index_column: int | None = None  # the id written in GLUE submissions; None: row number
+    index_column: int | None = None  # the id predictions are keyed on; None: example number
 
 
 @dataclass(frozen=True)
@@ -66,11 +66,14 @@ class TaskSpec:
         return self.splits[name]
 
 
-def _pair(train_cols: tuple[int, ...], label: int, test_cols: tuple[int, ...], index_col: int = 0) -> dict[str, SplitSpec]:
+def _pair(train_cols: tuple[int, ...], label: int, test_cols: tuple[int, ...], *, indexed: bool = True) -> dict[str, SplitSpec]:
+    """train/dev/test of a task whose files start with an index (or id) column; MRPC's
+    train/dev start with the label instead (``indexed=False``)."""
+    dev_index = 0 if indexed else None
     return {
-        "train": SplitSpec("train.tsv", train_cols, label),
-        "dev": SplitSpec("dev.tsv", train_cols, label),
-        "test": SplitSpec("test.tsv", test_cols, None, index_column=index_col),
+        "train": SplitSpec("train.tsv", train_cols, label, index_column=dev_index),
+        "dev": SplitSpec("dev.tsv", train_cols, label, index_column=dev_index),
+        "test": SplitSpec("test.tsv", test_cols, None, index_column=0),
     }
 
 
@@ -100,7 +103,7 @@ TASKS: dict[str, TaskSpec] = {
     "mrpc": TaskSpec(
         # Quality, #1 ID, #2 ID, #1 String, #2 String; train/dev start with a UTF-8 BOM.
         "mrpc", "classification", ("f1", "accuracy"), _BINARY, "MRPC",
-        _pair((3, 4), 0, (3, 4)), test_splits={"test": "MRPC.tsv"},
+        _pair((3, 4), 0, (3, 4), indexed=False), test_splits={"test": "MRPC.tsv"},
     ),
     "stsb": TaskSpec(
         # index genre filename year old_index source1 source2 sentence1 sentence2 score
@@ -117,9 +120,9 @@ TASKS: dict[str, TaskSpec] = {
         # sentence1 sentence2 label1 [label2 .. label5] gold_label
         "mnli", "classification", ("accuracy",), ("contradiction", "entailment", "neutral"), "MNLI",
         {
-            "train": SplitSpec("train.tsv", (8, 9), -1),
-            "dev_matched": SplitSpec("dev_matched.tsv", (8, 9), -1),
-            "dev_mismatched": SplitSpec("dev_mismatched.tsv", (8, 9), -1),
+            "train": SplitSpec("train.tsv", (8, 9), -1, index_column=0),
+            "dev_matched": SplitSpec("dev_matched.tsv", (8, 9), -1, index_column=0),
+            "dev_mismatched": SplitSpec("dev_mismatched.tsv", (8, 9), -1, index_column=0),
             "test_matched": SplitSpec("test_matched.tsv", (8, 9), None, index_column=0),
             "test_mismatched": SplitSpec("test_mismatched.tsv", (8, 9), None, index_column=0),
             # The diagnostic set (AX) is predicted by the MNLI model (GLUE paper, Sec. 4).

@@ -3,8 +3,8 @@ official SQuAD evaluation scripts: ``evaluate-v1.1.py data.json predictions.json
 ``evaluate-v2.0.py data.json predictions.json --na-prob-file na_probs.json``.
 
 GLUE predictions are files in the GLUE server's submission format (``index<TAB>prediction``);
-for dev files without an index column the index is the 0-based row number, which is what
-``leanbert finetune`` and ``leanbert evaluate`` write.
+for dev files without an index column (CoLA, SST-2, MRPC) the index is the 0-based example
+number, which is what ``leanbert finetune`` and ``leanbert evaluate`` write.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def score_file(
             spec, gold.articles, preds, probs, na_prob_thresh=na_prob_thresh,
             allow_missing=allow_missing, source=str(predictions),
         )
+    if Path(data).is_file() and Path(data).name.startswith("test"):
+        raise DataError(f"{data} is a GLUE test file without labels; score against a dev file")
     split_data = glue.read_glue(spec, data, split or spec.eval_splits[0])
     if not split_data.has_labels:
         raise DataError(f"{split_data.path} has no labels; score a dev file, not a test file")

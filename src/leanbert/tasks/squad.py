@@ -223,11 +223,6 @@ def make_features(
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
         raise DataError("the tokenizer lacks [CLS] or [SEP]; SQuAD features need a BERT vocabulary")
-    if max_seq_length < max_query_length + 4:
-        raise DataError(
-            f"max_seq_length {max_seq_length} leaves no room for the context after a "
-            f"{max_query_length}-token question; raise max_seq_length or lower max_query_length"
-        )
     contexts = sorted({ex.context for ex in examples})
     encoded = dict(zip(contexts, tok.encode_batch(contexts, add_special_tokens=False), strict=True))
     questions = tok.encode_batch([ex.question for ex in examples], add_special_tokens=False)
@@ -237,6 +232,11 @@ def make_features(
         ctx = encoded[ex.context]
         ctx_ids, ctx_offsets = ctx.ids, ctx.offsets
         max_tokens_for_doc = max_seq_length - len(q_ids) - 3
+        if max_tokens_for_doc < 1:
+            raise DataError(
+                f"max_seq_length {max_seq_length} leaves no room for the context after the "
+                f"{len(q_ids)}-token question {ex.qid}; raise max_seq_length or lower max_query_length"
+            )
         spans = doc_spans(len(ctx_ids), max_tokens_for_doc, doc_stride)
         answer_tokens = None
         if training and not ex.is_impossible:

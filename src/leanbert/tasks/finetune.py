@@ -1,0 +1,633 @@
+"""Fine-tuning and evaluation on GLUE and SQuAD: BERT's recipe (Devlin et al. 2019, Sec. 4).
+
+Recipe: a fresh task head on the pretrained encoder (dropout + linear on the pooled
+``[CLS]`` state for GLUE, Sec. 4.1; start/end vectors over the tokens for SQuAD, Sec. 4.2),
+all weights trained with AdamW (no weight decay on biases and LayerNorm), linear warm-up
+then linear decay to zero, gradient clipping, a few epochs. The model is evaluated on the
+dev split(s) after every epoch and the best epoch (by the task's first metric) is kept:
+its checkpoint, its dev predictions and, for GLUE, its test predictions in the GLUE
+server's format.
+
+Outputs under ``output``::
+
+    model/                 the best checkpoint (leanbert format; metadata names task and labels)
+    metrics.json           config, data, per-epoch history and the best epoch's metrics
+    log.jsonl              training loss / learning rate every ``log_every`` steps
+    predictions/<split>.tsv            GLUE dev predictions (submission format)
+    submission/<CoLA.tsv|...>          GLUE test predictions for the GLUE server
+    predictions/predictions.json       SQuAD: answer text by question id
+    predictions/null_odds.json         SQuAD v2.0: no-answer score by question id
+    predictions/nbest_predictions.json SQuAD: the n best spans with probabilities
+
+Works with every leanbert encoder and with imported transformers checkpoints, since it
+only uses the model's forward contract (``leanbert.models.model``). Token dropping is a
+pretraining method: fine-tuning runs the full encoder, as in Hou et al. 2022, Sec. 4.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from leanbert.config import StrictConfig, apply_overrides, load_preset, load_yaml, validate
+from leanbert.errors import ConfigError, DataError
+from leanbert.io import atomic_write_json
+from leanbert.tasks import glue, squad
+from leanbert.tasks.metrics import glue_metrics, squad_metrics
+from leanbert.tasks.registry import TaskSpec, get_task
+
+
+class FinetuneConfig(StrictConfig):
+    """Hyper-parameters of one fine-tuning run (defaults: BERT's GLUE recipe, Sec. 4.1)."""
+
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # stop early (smoke runs); None: all epochs
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_eps: float = Field(1e-6, gt=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_seq_length: int = Field(128, ge=8)
+    seed: int = 42
+    train_limit: int | None = Field(None, ge=1)  # the first N training examples only
+    eval_limit: int | None = Field(None, ge=1)  # the first N evaluation examples only
+    classifier_dropout: float | None = Field(None, ge=0, lt=1)
+    log_every: int = Field(50, ge=1)
+    device: str = "auto"  # auto: cuda if available, else cpu
+    threads: int | None = Field(None, ge=1)  # CPU threads for torch; None: torch's default
+    predict_test: bool = True  # GLUE: write test predictions (if the test file exists)
+    # SQuAD (BERT run_squad.py defaults)
+    doc_stride: int = Field(128, ge=1)
+    max_query_length: int = Field(64, ge=1)
+    n_best_size: int = Field(20, ge=1)
+    max_answer_length: int = Field(30, ge=1)
+    null_score_diff_threshold: float = 0.0
+    # One SQuAD file split by article: the first N train, the rest evaluate (default 3/4 when
+    # fine-tuning on a single file; set it for `evaluate` too to score the held-out articles).
+    train_articles: int | None = Field(None, ge=1)
+    progress: bool | None = None  # a progress bar; None: only on a terminal
+
+
+def finetune_config(task: TaskSpec, config: str | Path | None = None, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """The run config: a preset (default ``glue`` or ``squad`` by task) or a YAML file, plus
+    ``key=value`` overrides."""
+    if config is None:
+        name = "squad" if task.kind == "span_qa" else "glue"
+        data, source = load_preset("finetune", name), f"finetune preset '{name}'"
+    elif str(config).endswith((".yaml", ".yml")) or Path(config).is_file():
+        data, source = load_yaml(config), str(config)
+    else:
+        data, source = load_preset("finetune", str(config)), f"finetune preset '{config}'"
+    return validate(FinetuneConfig, apply_overrides(data, overrides), source)
+
+
+# ----------------------------------------------------------------------------------------
+# Data: encoded examples and batches
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedGlue:
+    split: glue.GlueSplit
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    targets: list[float | int] | None
+
+
+def _truncating_tokenizer(tokenizer: Any, max_len: int) -> Any:
+    tok = squad.plain_tokenizer(tokenizer)
+    tok.enable_truncation(max_len, strategy="longest_first")  # BERT's _truncate_seq_pair
+    return tok
+
+
+def encode_glue(task: TaskSpec, split: glue.GlueSplit, tokenizer: Any, max_seq_length: int) -> EncodedGlue:
+    """``[CLS] a [SEP] (b [SEP])`` token ids per example, truncated longest-first."""
+    tok = _truncating_tokenizer(tokenizer, max_seq_length)
+    texts = [ex.texts[0] if len(ex.texts) == 1 else (ex.texts[0], ex.texts[1]) for ex in split.examples]
+    enc = tok.encode_batch(texts, add_special_tokens=True)
+    targets = None
+    if split.has_labels:
+        targets = [glue.label_to_target(task, ex.label) for ex in split.examples]  # type: ignore[arg-type]
+    return EncodedGlue(split, [e.ids for e in enc], [e.type_ids for e in enc], targets)
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int = 0):
+    import torch
+
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def collate(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]], pad_id: int = 0) -> dict[str, Any]:
+    """Pad to the longest row of the batch; attention mask 1 on real tokens."""
+    ids = _pad(input_ids, pad_id)
+    mask = _pad([[1] * len(r) for r in input_ids], 0)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": _pad(token_type_ids, 0)}
+
+
+def _batches(n: int, batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    order = list(range(n))
+    if rng is not None:
+        rng.shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _batches_by_length(rows: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Inference batches of similar lengths (less padding); results are put back in order."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------------------
+# Model, optimizer, schedule
+# ----------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"bad device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def head_for(task: TaskSpec) -> str:
+    return "span_qa" if task.kind == "span_qa" else "classifier"
+
+
+def load_for_finetuning(model_dir: str | Path, task: TaskSpec, cfg: FinetuneConfig):
+    """The pretrained encoder of ``model_dir`` with a freshly initialised head for ``task``."""
+    from leanbert.checkpoint import from_pretrained
+
+    head = head_for(task)
+    overrides: dict[str, Any] = {}
+    if head == "classifier":
+        overrides["num_labels"] = task.num_labels
+        overrides["problem_type"] = "regression" if task.kind == "regression" else "single_label_classification"
+    if cfg.classifier_dropout is not None:
+        overrides["classifier_dropout"] = cfg.classifier_dropout
+    return from_pretrained(model_dir, heads=[head], new_heads=[head], **overrides)
+
+
+def make_optimizer(model, cfg: FinetuneConfig, total_steps: int):
+    """AdamW without decay on biases and LayerNorm weights; linear warm-up and decay to 0."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+    )
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+# ----------------------------------------------------------------------------------------
+# Prediction
+# ----------------------------------------------------------------------------------------
+
+
+def predict_glue(model, task: TaskSpec, data: EncodedGlue, batch_size: int, device) -> list[float | int]:
+    """Predicted targets (class index, or the regression value) in file order."""
+    import torch
+
+    model.eval()
+    out: list[float | int] = [0] * len(data.input_ids)
+    with torch.no_grad():
+        for idx in _batches_by_length(data.input_ids, batch_size):
+            batch = collate([data.input_ids[i] for i in idx], [data.token_type_ids[i] for i in idx])
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            values = logits.view(-1).tolist() if task.kind == "regression" else logits.argmax(-1).tolist()
+            for i, v in zip(idx, values, strict=True):
+                out[i] = v
+    return out
+
+
+def predict_squad(model, features: Sequence[squad.QAFeature], batch_size: int, device) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start and end logits per feature (trimmed to the feature's length)."""
+    import torch
+
+    model.eval()
+    starts: list[np.ndarray] = [np.empty(0)] * len(features)
+    ends: list[np.ndarray] = [np.empty(0)] * len(features)
+    with torch.no_grad():
+        for idx in _batches_by_length([f.input_ids for f in features], batch_size):
+            batch = collate([features[i].input_ids for i in idx], [features[i].token_type_ids for i in idx])
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+            s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+            for j, i in enumerate(idx):
+                n = len(features[i].input_ids)
+                starts[i], ends[i] = s[j, :n], e[j, :n]
+    return starts, ends
+
+
+# ----------------------------------------------------------------------------------------
+# Task adapters: what differs between GLUE and SQuAD
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    write: Callable[[Path], list[str]]  # writes the predictions under a directory; returns paths
+
+
+class GlueRun:
+    def __init__(self, task: TaskSpec, data: str | Path, tokenizer: Any, cfg: FinetuneConfig, *, train: bool = True,
+                 eval_splits: Sequence[str] | None = None) -> None:
+        self.task, self.data, self.tokenizer, self.cfg = task, data, tokenizer, cfg
+        self.train_data = None
+        if train:
+            self.train_data = encode_glue(task, glue.read_glue(task, data, "train", limit=cfg.train_limit), tokenizer, cfg.max_seq_length)
+        self.eval_data = {
+            s: encode_glue(task, glue.read_glue(task, data, s, limit=cfg.eval_limit), tokenizer, cfg.max_seq_length)
+            for s in (eval_splits or task.eval_splits)
+        }
+
+    def describe(self) -> dict[str, Any]:
+        out = {s: {"file": str(d.split.path), "examples": len(d.input_ids)} for s, d in self.eval_data.items()}
+        if self.train_data is not None:
+            out["train"] = {"file": str(self.train_data.split.path), "examples": len(self.train_data.input_ids),
+                            "skipped_malformed_lines": len(self.train_data.split.skipped_lines)}
+        return out
+
+    def num_train(self) -> int:
+        return len(self.train_data.input_ids)  # type: ignore[union-attr]
+
+    def train_batch(self, idx: list[int]) -> dict[str, Any]:
+        import torch
+
+        d = self.train_data
+        batch = collate([d.input_ids[i] for i in idx], [d.token_type_ids[i] for i in idx])  # type: ignore[union-attr]
+        dtype = torch.float32 if self.task.kind == "regression" else torch.long
+        batch["task_labels"] = torch.tensor([d.targets[i] for i in idx], dtype=dtype)  # type: ignore[union-attr,index]
+        return batch
+
+    def evaluate(self, model, device) -> EvalResult:
+        metrics: dict[str, dict[str, float]] = {}
+        preds: dict[str, list[float | int]] = {}
+        for split, d in self.eval_data.items():
+            preds[split] = predict_glue(model, self.task, d, self.cfg.eval_batch_size, device)
+            if d.targets is not None:
+                metrics[split] = glue_metrics(self.task, d.targets, preds[split])
+
+        def write(directory: Path) -> list[str]:
+            paths = []
+            for split, d in self.eval_data.items():
+                # test splits get the GLUE server's file name (CoLA.tsv, MNLI-m.tsv, AX.tsv, ...)
+                path = directory / self.task.test_splits.get(split, f"{split}.tsv")
+                glue.write_predictions(path, [ex.guid for ex in d.split.examples],
+                                       [glue.format_prediction(self.task, p) for p in preds[split]])
+                paths.append(str(path))
+            return paths
+
+        return EvalResult(metrics, write)
+
+    def write_test(self, model, device, directory: Path) -> list[str]:
+        """GLUE server files (CoLA.tsv, MNLI-m.tsv, AX.tsv, ...) for the test files present."""
+        paths = []
+        for split, server_name in self.task.test_splits.items():
+            try:
+                test = glue.read_glue(self.task, self.data, split)
+            except DataError:
+                continue  # no such test file here (e.g. the diagnostic set beside MNLI)
+            enc = encode_glue(self.task, test, self.tokenizer, self.cfg.max_seq_length)
+            preds = predict_glue(model, self.task, enc, self.cfg.eval_batch_size, device)
+            path = directory / server_name
+            glue.write_predictions(path, [ex.guid for ex in test.examples], [glue.format_prediction(self.task, p) for p in preds])
+            paths.append(str(path))
+        return paths
+
+
+def squad_files(task: TaskSpec, data: str | Path, cfg: FinetuneConfig, train: bool) -> tuple[squad.SquadData | None, squad.SquadData, str]:
+    """(train, eval, how they were chosen) for SQuAD ``data``: a directory holding the
+    official ``train-vX.json`` and ``dev-vX.json``, or one file split by article."""
+    v = task.squad_version
+    data = Path(data)
+    if data.is_dir():
+        train_f, dev_f = data / f"train-v{v}.json", data / f"dev-v{v}.json"
+        if not dev_f.is_file():
+            raise DataError(f"no dev-v{v}.json in {data}; give the SQuAD directory or a SQuAD JSON file")
+        if not train or train_f.is_file():
+            return (squad.read_squad(train_f, task) if train else None), squad.read_squad(dev_f, task), f"{train_f.name} / {dev_f.name}"
+        data = dev_f
+    full = squad.read_squad(data, task)
+    if not train and cfg.train_articles is None:
+        return None, full, data.name
+    n_train = cfg.train_articles or max(1, round(0.75 * len(full.articles)))
+    tr, ev = squad.split_by_article(full, n_train)
+    how = (f"{data.name} split by article: articles 1-{n_train} train ({len(tr)} questions), "
+           f"{n_train + 1}-{len(full.articles)} evaluate ({len(ev)} questions)")
+    return (tr if train else None), ev, how
+
+
+class SquadRun:
+    def __init__(self, task: TaskSpec, data: str | Path, tokenizer: Any, cfg: FinetuneConfig, *, train: bool = True) -> None:
+        self.task, self.cfg = task, cfg
+        tr, ev, self.how = squad_files(task, data, cfg, train)
+        if cfg.eval_limit is not None:
+            ev.examples = ev.examples[: cfg.eval_limit]
+            keep = {ex.qid for ex in ev.examples}
+            ev.articles = _filter_articles(ev.articles, keep)
+        self.eval_data = ev
+        kw = {"max_seq_length": cfg.max_seq_length, "doc_stride": cfg.doc_stride, "max_query_length": cfg.max_query_length}
+        self.eval_features = squad.make_features(ev.examples, tokenizer, **kw)
+        self.train_features: list[squad.QAFeature] = []
+        self.train_examples = 0
+        if tr is not None:
+            examples = tr.examples[: cfg.train_limit] if cfg.train_limit else tr.examples
+            self.train_examples = len(examples)
+            self.train_features = squad.make_features(examples, tokenizer, training=True, **kw)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.how, "dev": {"questions": len(self.eval_data), "features": len(self.eval_features)}}
+        if self.train_features:
+            out["train"] = {"questions": self.train_examples, "features": len(self.train_features)}
+        return out
+
+    def num_train(self) -> int:
+        return len(self.train_features)
+
+    def train_batch(self, idx: list[int]) -> dict[str, Any]:
+        import torch
+
+        feats = [self.train_features[i] for i in idx]
+        batch = collate([f.input_ids for f in feats], [f.token_type_ids for f in feats])
+        batch["start_positions"] = torch.tensor([f.start_position for f in feats], dtype=torch.long)
+        batch["end_positions"] = torch.tensor([f.end_position for f in feats], dtype=torch.long)
+        return batch
+
+    def evaluate(self, model, device) -> EvalResult:
+        cfg = self.cfg
+        starts, ends = predict_squad(model, self.eval_features, cfg.eval_batch_size, device)
+        v2 = self.task.squad_version == "2.0"
+        preds, null_odds, nbest = squad.postprocess_predictions(
+            self.eval_data.examples, self.eval_features, starts, ends, n_best_size=cfg.n_best_size,
+            max_answer_length=cfg.max_answer_length, version_2=v2,
+            null_score_diff_threshold=cfg.null_score_diff_threshold,
+        )
+        metrics = squad_metrics(self.task, self.eval_data.articles, preds, null_odds if v2 else None)
+
+        def write(directory: Path) -> list[str]:
+            paths = [directory / "predictions.json", directory / "nbest_predictions.json"]
+            atomic_write_json(paths[0], preds)
+            atomic_write_json(paths[1], nbest)
+            if v2:
+                paths.append(directory / "null_odds.json")
+                atomic_write_json(paths[-1], null_odds)
+            return [str(p) for p in paths]
+
+        return EvalResult({"dev": metrics}, write)
+
+    def write_test(self, model, device, directory: Path) -> list[str]:
+        return []  # SQuAD has no public test set
+
+
+def _filter_articles(articles: list[dict[str, Any]], keep: set[str]) -> list[dict[str, Any]]:
+    out = []
+    for a in articles:
+        paragraphs = []
+        for p in a["paragraphs"]:
+            qas = [qa for qa in p["qas"] if qa["id"] in keep]
+            if qas:
+                paragraphs.append({**p, "qas": qas})
+        if paragraphs:
+            out.append({**a, "paragraphs": paragraphs})
+    return out
+
+
+def make_run(task: TaskSpec, data: str | Path, tokenizer: Any, cfg: FinetuneConfig, *, train: bool,
+             eval_splits: Sequence[str] | None = None) -> GlueRun | SquadRun:
+    if task.kind == "span_qa":
+        return SquadRun(task, data, tokenizer, cfg, train=train)
+    return GlueRun(task, data, tokenizer, cfg, train=train, eval_splits=eval_splits)
+
+
+def main_score(task: TaskSpec, metrics: dict[str, dict[str, float]]) -> float:
+    """The number that picks the best epoch: the task's first metric on its first split."""
+    first = next(iter(metrics.values()))
+    value = first[task.main_metric]
+    return -math.inf if value is None or math.isnan(value) else float(value)
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` CPU threads, then restore torch's setting (None: leave it alone)."""
+    import torch
+
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def finetune(
+    task: str | TaskSpec,
+    data: str | Path,
+    model_dir: str | Path,
+    output: str | Path,
+    cfg: FinetuneConfig | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``model_dir`` on ``task`` and write the outputs listed in the module docstring.
+    Returns the content of ``metrics.json``."""
+    spec = get_task(task) if isinstance(task, str) else task
+    cfg = cfg or finetune_config(spec)
+    output = Path(output)
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    with torch_threads(cfg.threads):
+        return _finetune(spec, data, model_dir, output, cfg, device)
+
+
+def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: Path, cfg: FinetuneConfig,
+              device) -> dict[str, Any]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from leanbert.checkpoint import from_pretrained, save_pretrained
+    from leanbert.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    run = make_run(spec, data, tokenizer, cfg, train=True)
+    if run.num_train() == 0:
+        raise DataError(f"no training examples for {spec.name} in {data}")
+    model = load_for_finetuning(model_dir, spec, cfg).to(device)
+    if cfg.max_seq_length > model.config.max_position_embeddings:
+        raise ConfigError(
+            f"max_seq_length {cfg.max_seq_length} exceeds the model's max_position_embeddings "
+            f"{model.config.max_position_embeddings}; lower it with --set max_seq_length=..."
+        )
+    steps_per_epoch = math.ceil(run.num_train() / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    opt, sched = make_optimizer(model, cfg, total_steps)
+    rng = random.Random(cfg.seed)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    best_result: EvalResult | None = None
+    step = 0
+    output.mkdir(parents=True, exist_ok=True)
+    no_bar = None if cfg.progress is None else not cfg.progress
+
+    start_time = time.perf_counter()
+    metadata = {"task": spec.name, "labels": list(spec.labels), "finetune": cfg.model_dump(mode="json"),
+                "base_model": str(model_dir)}
+    # The log is streamed (one flushed JSON line per record) so that a running job can be watched;
+    # everything else is written atomically.
+    with open(output / "log.jsonl", "w", encoding="utf-8", buffering=1) as log, tqdm(total=total_steps, desc=f"finetune {spec.name}", disable=no_bar) as bar:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            losses = []
+            for idx in _batches(run.num_train(), cfg.batch_size, rng):
+                if step >= total_steps:
+                    break
+                batch = {k: v.to(device) for k, v in run.train_batch(idx).items()}
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise DataError(f"the loss became {loss.item()} at step {step}; lower lr (now {cfg.lr})")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                step += 1
+                losses.append(loss.item())
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
+                    log.write(json.dumps({"step": step, "epoch": epoch, "loss": float(np.mean(losses[-cfg.log_every:])),
+                                          "lr": sched.get_last_lr()[0]}) + "\n")
+            if not losses:
+                break
+            result = run.evaluate(model, device)
+            entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "eval": result.metrics,
+                     "seconds": round(time.perf_counter() - start_time, 1)}
+            history.append(entry)
+            log.write(json.dumps(entry) + "\n")
+            score = main_score(spec, result.metrics)
+            if best is None or score > best["score"]:
+                best = {"score": score, "epoch": epoch}
+                best_result = result
+                save_pretrained(model, output / "model", tokenizer_dir=model_dir,
+                                metadata={**metadata, "epoch": epoch, "metrics": result.metrics})
+    assert best is not None and best_result is not None
+    prediction_files = best_result.write(output / "predictions")
+    test_files: list[str] = []
+    if cfg.predict_test and spec.is_glue:
+        best_model = from_pretrained(output / "model", heads=[head_for(spec)]).to(device)
+        test_files = run.write_test(best_model, device, output / "submission")
+    report = {
+        "task": spec.name,
+        "model": str(model_dir),
+        "main_metric": spec.main_metric,
+        "best_epoch": best["epoch"],
+        "metrics": best_result.metrics,
+        "history": history,
+        "data": run.describe(),
+        "config": cfg.model_dump(mode="json"),
+        "steps": step,
+        "seconds": round(time.perf_counter() - start_time, 1),
+        "device": str(device),
+        "files": {"model": str(output / "model"), "predictions": prediction_files, "submission": test_files},
+    }
+    atomic_write_json(output / "metrics.json", report)
+    return report
+
+
+def evaluate_checkpoint(
+    model_dir: str | Path,
+    data: str | Path,
+    *,
+    task: str | None = None,
+    split: str | None = None,
+    output: str | Path | None = None,
+    cfg: FinetuneConfig | None = None,
+) -> dict[str, Any]:
+    """Evaluate a fine-tuned checkpoint on one split (GLUE) or a SQuAD file. The task
+    defaults to the one recorded in the checkpoint. Labelled splits give metrics; any split
+    gives predictions (GLUE test splits in the GLUE server's format) under ``output``."""
+    from leanbert.checkpoint import from_pretrained, read_metadata
+    from leanbert.data.tokenizer import load_tokenizer
+
+    recorded = read_metadata(model_dir).get("task")
+    if task is None:
+        if not recorded:
+            raise ConfigError(f"{model_dir} does not record its task; pass --task")
+        task = str(recorded)
+    spec = get_task(task)
+    cfg = cfg or finetune_config(spec)
+    device = resolve_device(cfg.device)
+    model = from_pretrained(model_dir, heads=[head_for(spec)]).to(device)
+    if spec.kind != "span_qa" and model.config.num_labels != spec.num_labels:
+        raise ConfigError(
+            f"{model_dir} has a classifier with {model.config.num_labels} outputs but {spec.name} needs "
+            f"{spec.num_labels}; is it fine-tuned on {spec.name}?"
+        )
+    tokenizer = load_tokenizer(model_dir)
+    if spec.kind == "span_qa":
+        run = make_run(spec, data, tokenizer, cfg, train=False)
+        splits = ["dev"]
+    else:
+        splits = [split] if split else list(spec.eval_splits)
+        run = make_run(spec, data, tokenizer, cfg, train=False, eval_splits=splits)
+    with torch_threads(cfg.threads):
+        result = run.evaluate(model, device)
+    files: list[str] = []
+    if output is not None:
+        out = Path(output)
+        files = result.write(out / "predictions")
+    report = {"task": spec.name, "model": str(model_dir), "split": splits if spec.is_glue else "dev",
+              "metrics": result.metrics, "data": run.describe(), "files": files}
+    if output is not None:
+        atomic_write_json(Path(output) / "metrics.json", report)
+    return report
