@@ -1,0 +1,723 @@
+"""MobileBERT and its IB-BERT teacher in plain PyTorch (Sun et al., ACL 2020).
+
+One config (``model_type: mobilebert``) covers the three architectures of the paper
+(Sec. 3, Table 1):
+
+==================  ===========  ============  ====================================  ======  ====
+architecture        inter-block  intra-block   queries / keys / values from          FFNs    norm
+==================  ===========  ============  ====================================  ======  ====
+MobileBERT          512          128           shared 512->128 bottleneck / input     4x512   NoNorm
+MobileBERT_TINY     512          128           the input bottleneck (all three)      2x512   NoNorm
+IB-BERT_LARGE       512          1024          the 512-wide block input (all three)  1x4096  LayerNorm
+==================  ===========  ============  ====================================  ======  ====
+
+One block (Fig. 1 (b) teacher, (c) student; names follow the paper and transformers' ``modeling_mobilebert``)::
+
+    b = norm(W_in x)                                 input bottleneck (the attention residual)
+    s = norm(W_s x)                                  shared Q/K bottleneck (MobileBERT only)
+    h = norm(W_o Attn(Q, K, V) + b)                  Q, K, V from s/s/x, b/b/b or x/x/x
+    h = norm(W_2 relu(W_1 h) + h)                    each of the stacked FFNs (Sec. 3.2)
+    y = norm(Dropout(W_out h) + x)                   output bottleneck back to 512
+
+``norm`` is NoNorm, ``x * gamma + beta`` (Sec. 3.3, "Operational Optimizations"), and the
+activation is ReLU instead of GELU (same section), both chosen for fast on-device inference
+and 8-bit quantization. The embedding (Sec. 3.4, "Embedding Factorization")
+concatenates the 128-wide embeddings of tokens t+1, t and t-1 (a kernel-3 convolution),
+projects the 384-wide result to 512 and adds position and token-type embeddings before the
+norm. The MLM head keeps a true LayerNorm and predicts with ``[E; X]``: the 128-wide word
+embedding E (tied) for the first 128 dimensions and an extra 384 x V matrix X for the rest.
+
+Every layer honours ``query_index`` (token dropping's split layer, Hou et al. 2022,
+Sec. 3.1): the keys and values see all positions, everything else only the kept rows.
+
+Mixed precision (transformers issue 11327: NaN losses in fp16). Nothing in a NoNorm network
+bounds the activations: the 512-wide stream sums the output bottlenecks of all layers, the
+128-wide one inside a block the attention and every stacked FFN, and NoNorm only rescales
+them by learned gammas. Measured while pretraining a small MobileBERT (6 layers, WikiText-2,
+300 steps) their maxima grow steadily, fastest in the stacked FFNs (FFN output 0.03 -> 2.3,
+intermediate 0.004 -> 1.1, block output 0.12 -> 1.1) with nothing to stop them; with the
+released google/mobilebert-uncased they evidently pass fp16's 65504 (the issue's NaNs). Under autocast the residual sums and NoNorms are
+already fp32 (NoNorm's fp32 gamma/beta promote them); what overflows is fp16 autocast's cast of
+a large linear input (or a large product) to fp16, after which softmax and LayerNorm turn
+inf into NaN. So under fp16 autocast every linear layer of the encoder divides each token's
+input by a power of two that brings it into [-1, 1] and scales the fp32 result back (exact,
+see :func:`linear`), and attention runs in fp32 (see :func:`attend`); keeping the linear
+layers themselves in fp32 would have given up most of fp16's speed. bf16 has fp32's range:
+nothing changes there, and fp32 pays one branch per linear layer.
+
+Inference: the forward pass already avoids waste (Q and K in one matrix product, NoNorm as
+one ``addcmul``, fused ``scaled_dot_product_attention``); :func:`fold_nonorm` also folds every
+NoNorm into the linear layer before it (exact: ``g * (W h + b) + beta = (g W) h + (g b + beta)``),
+so the bottleneck norms cost nothing and each residual norm one ``addcmul``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import field_validator, model_validator
+from torch import nn
+
+from leanbert.errors import CheckpointError
+from leanbert.models.base import (
+    EncoderConfigBase,
+    EncoderOutput,
+    LayerOutput,
+    LayerRouter,
+    ModelFamily,
+    Probability,
+    gather_positions,
+    key_padding_mask,
+)
+from leanbert.models.bert import Activation, activation, explicit_attention, run_layers
+from leanbert.models.hf import HFAdapter
+
+NormType = Literal["no_norm", "layer_norm"]
+
+
+# --------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------
+
+
+class MobileBertConfig(EncoderConfigBase):
+    """MobileBERT / MobileBERT_TINY / IB-BERT_LARGE hyper-parameters (Table 1).
+
+    Names follow transformers' ``MobileBertConfig`` where they exist. ``hidden_size`` is the
+    inter-block width (what the heads see), ``intra_bottleneck_size`` the intra-block width
+    (the attention width and the FFNs' input/output). Q/K/V come from the input bottleneck
+    when ``use_bottleneck_attention`` (TINY), from a second, shared bottleneck (Q, K) and the
+    block input (V) when ``key_query_shared_bottleneck`` (MobileBERT), else all from the
+    block input (the IB-BERT teacher).
+    """
+
+    model_type: Literal["mobilebert"] = "mobilebert"
+    hidden_size: int = 512
+    embedding_size: int = 128
+    trigram_input: bool = True
+    num_layers: int = 24
+    num_heads: int = 4
+    intra_bottleneck_size: int = 128
+    key_query_shared_bottleneck: bool = True
+    use_bottleneck_attention: bool = False
+    num_feedforward_networks: int = 4
+    intermediate_size: int = 512
+    hidden_act: Activation = "relu"
+    normalization_type: NormType = "no_norm"
+    hidden_dropout: Probability = 0.0
+    attention_dropout: Probability = 0.1
+    layer_norm_eps: float = 1e-12
+    use_pooler: bool = False  # the authors' models classify on the [CLS] state; HF's default adds one
+
+    @field_validator(
+        "hidden_size", "embedding_size", "num_layers", "num_heads", "intra_bottleneck_size",
+        "num_feedforward_networks", "intermediate_size",
+    )
+    @classmethod
+    def _positive_size(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> MobileBertConfig:
+        if self.intra_bottleneck_size % self.num_heads:
+            raise ValueError(
+                f"intra_bottleneck_size {self.intra_bottleneck_size} is not divisible by num_heads "
+                f"{self.num_heads}; the attention runs at the bottleneck width, so pick sizes with "
+                "intra_bottleneck_size % num_heads == 0"
+            )
+        if self.use_bottleneck_attention and self.key_query_shared_bottleneck:
+            raise ValueError(
+                "use_bottleneck_attention takes queries, keys and values from the input bottleneck, so the "
+                "shared query/key bottleneck would be unused: set key_query_shared_bottleneck: false"
+            )
+        if "mlm" in self.heads and self.embedding_size > self.hidden_size:
+            raise ValueError(
+                f"the MLM head predicts with [E; X] from the {self.hidden_size}-wide output, so "
+                f"embedding_size {self.embedding_size} must not exceed hidden_size {self.hidden_size}"
+            )
+        return self
+
+    @property
+    def attention_source(self) -> Literal["bottleneck", "shared_bottleneck", "block_input"]:
+        """Where queries and keys come from (values: the bottleneck or the block input)."""
+        if self.use_bottleneck_attention:
+            return "bottleneck"
+        return "shared_bottleneck" if self.key_query_shared_bottleneck else "block_input"
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------
+
+
+class NoNorm(nn.Module):
+    """``x * gamma + beta`` (MobileBERT Sec. 3.3): LayerNorm without the statistics.
+
+    Called as ``norm(x, residual)`` it normalises ``x + residual``. After :func:`fold_nonorm`
+    (``folded``) gamma and beta live in the linear layer before it, and only the residual
+    still needs scaling: ``x + gamma * residual`` (one ``addcmul``), or ``x`` when there is none.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size))
+        self.folded = False
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.folded:
+            return x if residual is None else torch.addcmul(x, residual, self.weight)
+        if residual is not None:
+            x = x + residual
+        return torch.addcmul(self.bias, x, self.weight)
+
+
+class ResidualLayerNorm(nn.LayerNorm):
+    """LayerNorm called like :class:`NoNorm`: ``norm(x, residual)`` normalises ``x + residual``."""
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x if residual is None else x + residual)
+
+
+def make_norm(cfg: MobileBertConfig, size: int) -> nn.Module:
+    if cfg.normalization_type == "no_norm":
+        return NoNorm(size)
+    return ResidualLayerNorm(size, eps=cfg.layer_norm_eps)
+
+
+# --------------------------------------------------------------------------------------
+# Mixed precision: what keeps fp16 finite
+# --------------------------------------------------------------------------------------
+
+
+def _fp16_autocast(x: torch.Tensor) -> bool:
+    device = x.device.type
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear``, safe from fp16 overflow under fp16 autocast (see the module docstring).
+
+    Under fp16 autocast each token's input is divided by a power of two ``s >= 1`` with
+    ``|x / s| <= 1`` (exact in floating point), the product runs in fp16, and the output is
+    scaled back in fp32: ``(W (x / s)) * s + b``. Otherwise (fp32, bf16) it is ``F.linear``.
+    """
+    if not _fp16_autocast(x):
+        return F.linear(x, weight, bias)
+    amax = x.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1.0)
+    scale = torch.exp2(torch.ceil(torch.log2(amax)))
+    out = F.linear(x / scale, weight)
+    return out.float() * scale if bias is None else torch.addcmul(bias.float(), out.float(), scale)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` through :func:`linear` (same parameters, same initialisation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+def attend(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+    dropout_p: float, output_attentions: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Fused attention, or explicit with scores and probabilities; fp32 under fp16 autocast,
+    where queries, keys and values can exceed fp16's range (about 4% of a layer's FLOPs)."""
+    if _fp16_autocast(q):
+        with torch.autocast(q.device.type, enabled=False):
+            return attend(q.float(), k.float(), v.float(), key_mask, dropout_p, output_attentions)
+    if output_attentions:
+        return explicit_attention(q, k, v, key_mask, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p), None, None
+
+
+# --------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------
+
+
+class MobileBertEmbeddings(nn.Module):
+    """Factorised trigram embedding (Sec. 3.4, "Embedding Factorization").
+
+    ``word`` is the 128-wide table that the MLM decoder also uses. The trigram input is
+    ``[e(t+1); e(t); e(t-1)]`` (zero beyond the ends), projected to ``hidden_size``.
+    """
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        self.trigram_input = cfg.trigram_input
+        self.word = nn.Embedding(cfg.vocab_size, cfg.embedding_size, padding_idx=cfg.pad_token_id)
+        width = cfg.embedding_size * (3 if cfg.trigram_input else 1)
+        needs_projection = cfg.trigram_input or cfg.embedding_size != cfg.hidden_size
+        self.projection = Linear(width, cfg.hidden_size) if needs_projection else None
+        self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.norm = make_norm(cfg, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        seq_len = input_ids.shape[1]
+        e = self.word(input_ids)
+        if self.trigram_input:
+            following = F.pad(e[:, 1:], (0, 0, 0, 1))  # e(t+1), zero after the last token
+            preceding = F.pad(e[:, :-1], (0, 0, 1, 0))  # e(t-1), zero before the first
+            e = torch.cat([following, e, preceding], dim=-1)
+        if self.projection is not None:
+            e = self.projection(e)
+        if token_type_ids is None:
+            e = e + self.token_type.weight[0]
+        else:
+            e = e + self.token_type(token_type_ids)
+        e = e + self.position.weight[:seq_len]
+        return self.dropout(self.norm(e))
+
+
+# --------------------------------------------------------------------------------------
+# The block
+# --------------------------------------------------------------------------------------
+
+
+class Bottleneck(nn.Module):
+    """Linear projection + norm (the input bottleneck and the shared Q/K bottleneck)."""
+
+    def __init__(self, cfg: MobileBertConfig, size_in: int, size_out: int) -> None:
+        super().__init__()
+        self.dense = Linear(size_in, size_out)
+        self.norm = make_norm(cfg, size_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dense(x))
+
+
+class MobileBertAttention(nn.Module):
+    """Multi-head attention at the intra-block width, output projection, residual, norm.
+
+    Queries and keys come from one fused projection of ``qk_source``; values from ``v_source``.
+    The residual is the input bottleneck's output (Fig. 1).
+    """
+
+    def __init__(self, cfg: MobileBertConfig, qk_width: int, v_width: int) -> None:
+        super().__init__()
+        width = cfg.intra_bottleneck_size
+        self.num_heads = cfg.num_heads
+        self.head_dim = width // cfg.num_heads
+        self.query_key = Linear(qk_width, 2 * width)
+        self.value = Linear(v_width, width)
+        self.out = Linear(width, width)
+        self.norm = make_norm(cfg, width)
+        self.attention_dropout = cfg.attention_dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, A] -> [B, heads, T, d]
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        qk_source: torch.Tensor,
+        v_source: torch.Tensor,
+        residual: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        query_index: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> LayerOutput:
+        b, s, _ = qk_source.shape
+        width = self.num_heads * self.head_dim
+        if query_index is None:
+            q, k = self.query_key(qk_source).view(b, s, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:  # split layer: queries from the kept positions only, keys from all
+            w, bias = self.query_key.weight, self.query_key.bias
+            q = self._heads(linear(gather_positions(qk_source, query_index), w[:width], bias[:width]))
+            k = self._heads(linear(qk_source, w[width:], bias[width:]))
+        v = self._heads(self.value(v_source))
+        dropout_p = self.attention_dropout if self.training else 0.0
+        ctx, scores, probs = attend(q, k, v, key_mask, dropout_p, output_attentions)
+        ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], width)
+        return LayerOutput(self.norm(self.out(ctx), residual), scores, probs)
+
+
+class FeedForward(nn.Module):
+    """One of the stacked FFNs (Sec. 3.2): ``norm(W2 act(W1 h) + h)``, no dropout inside."""
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        self.up = Linear(cfg.intra_bottleneck_size, cfg.intermediate_size)
+        self.down = Linear(cfg.intermediate_size, cfg.intra_bottleneck_size)
+        self.act = activation(cfg.hidden_act)
+        self.norm = make_norm(cfg, cfg.intra_bottleneck_size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.down(self.act(self.up(h))), h)
+
+
+class OutputBottleneck(nn.Module):
+    """Back to the inter-block width: ``norm(Dropout(W h) + x)`` with the block input x."""
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        self.dense = Linear(cfg.intra_bottleneck_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.norm = make_norm(cfg, cfg.hidden_size)
+
+    def forward(self, h: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dropout(self.dense(h)), block_input)
+
+
+class MobileBertLayer(nn.Module):
+    """One block: bottlenecks, attention, stacked FFNs (Sec. 3.1-3.2; Fig. 1 (c) student, (b) teacher)."""
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        h, a = cfg.hidden_size, cfg.intra_bottleneck_size
+        self.source = cfg.attention_source
+        self.input_bottleneck = Bottleneck(cfg, h, a)
+        self.qk_bottleneck = Bottleneck(cfg, h, a) if self.source == "shared_bottleneck" else None
+        qk_width = h if self.source == "block_input" else a
+        v_width = a if self.source == "bottleneck" else h
+        self.attention = MobileBertAttention(cfg, qk_width, v_width)
+        self.ffns = nn.ModuleList(FeedForward(cfg) for _ in range(cfg.num_feedforward_networks))
+        self.output_bottleneck = OutputBottleneck(cfg)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        query_index: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> LayerOutput:
+        kept = x if query_index is None else gather_positions(x, query_index)
+        if self.source == "bottleneck":  # TINY: keys and values need the bottleneck everywhere
+            qk_source = v_source = self.input_bottleneck(x)
+            residual = qk_source if query_index is None else gather_positions(qk_source, query_index)
+        else:
+            residual = self.input_bottleneck(kept)
+            qk_source = self.qk_bottleneck(x) if self.qk_bottleneck is not None else x
+            v_source = x
+        out = self.attention(qk_source, v_source, residual, key_mask, query_index, output_attentions)
+        h = out.hidden
+        for ffn in self.ffns:
+            h = ffn(h)
+        out.hidden = self.output_bottleneck(h, kept)
+        return out
+
+
+class MobileBertPooler(nn.Module):
+    """tanh(W h[CLS] + b), as transformers' pooler with ``classifier_activation: true``."""
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class MobileBertEncoder(nn.Module):
+    """Trigram embeddings, L bottleneck blocks and the optional pooler."""
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embeddings = MobileBertEmbeddings(cfg)
+        self.layers = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_layers))
+        self.pooler = MobileBertPooler(cfg) if cfg.use_pooler else None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        router: LayerRouter | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        emb = self.embeddings(input_ids, token_type_ids)
+        hidden, all_hidden, scores, probs = run_layers(
+            self.layers, emb, key_padding_mask(attention_mask), router, output_hidden_states, output_attentions
+        )
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(hidden, pooled, emb if output_hidden_states else None, all_hidden, scores, probs)
+
+
+class MobileBertMLMHead(nn.Module):
+    """MLM head: dense + activation + a true LayerNorm (also in the NoNorm student), then
+    ``logits = h[:, :E] E^T + h[:, E:] X + b``: the word embedding E (tied, passed in at call
+    time) decodes the first ``embedding_size`` dimensions, the extra ``(H - E) x V`` matrix X
+    (``decoder_extra``, transformers' ``cls.predictions.dense.weight``) the rest.
+    """
+
+    def __init__(self, cfg: MobileBertConfig) -> None:
+        super().__init__()
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.act = activation(cfg.hidden_act)
+        self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.decoder_extra = nn.Parameter(torch.empty(cfg.hidden_size - cfg.embedding_size, cfg.vocab_size))
+        nn.init.normal_(self.decoder_extra, 0.0, cfg.initializer_range)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.act(self.dense(hidden)))
+        e = word_embeddings.shape[1]
+        return F.linear(h[..., :e], word_embeddings, self.bias) + h[..., e:] @ self.decoder_extra
+
+
+def layer_flops(cfg: MobileBertConfig, n_queries: int, n_keys: int) -> int:
+    """Forward FLOPs of one block's matrix products (2 per multiply-add), as SPEC Sec. 5
+    counts BERT's: ``n_queries`` rows go through the block, ``n_keys`` rows give keys and
+    values (equal, except in token dropping's split layer). Whatever feeds the keys and values
+    runs on all ``n_keys`` rows: the shared Q/K bottleneck (MobileBERT), the input bottleneck
+    (TINY), nothing extra (teacher)."""
+    q, k = n_queries, n_keys
+    h, a, f = cfg.hidden_size, cfg.intra_bottleneck_size, cfg.intermediate_size
+    source = cfg.attention_source
+    if source == "shared_bottleneck":  # b from x (q rows), s from x (k rows), Q/K from s, V from x
+        macs = q * h * a + k * h * a + (q + k) * a * a + k * h * a
+    elif source == "bottleneck":  # b from x on every row (keys and values need it), Q/K/V from b
+        macs = k * h * a + (q + 2 * k) * a * a
+    else:  # teacher: b, Q from x on the query rows, K and V from x on all rows
+        macs = 2 * q * h * a + 2 * k * h * a
+    macs += 2 * q * k * a  # scores and the weighted sum
+    macs += q * a * a + cfg.num_feedforward_networks * 2 * q * a * f + q * a * h  # out, FFNs, output bottleneck
+    return 2 * macs
+
+
+# --------------------------------------------------------------------------------------
+# Inference: fold NoNorm into the linear layers
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _fold_into(layer: nn.Linear, norm: NoNorm) -> None:
+    """``g * (W h + b) + beta`` -> ``(g W) h + (g b + beta)``; the norm keeps g for the residual."""
+    g = norm.weight
+    layer.weight.mul_(g[:, None])
+    layer.bias.mul_(g).add_(norm.bias)
+    norm.folded = True
+
+
+@torch.no_grad()
+def _fold_embeddings(emb: MobileBertEmbeddings) -> None:
+    """``g * (P t + b + pos + type) + beta``: scale P, b and both tables by g, add beta to b."""
+    norm = emb.norm
+    if emb.projection is None:
+        return  # the word table is tied to the MLM decoder: it must not be rescaled
+    g = norm.weight
+    _fold_into(emb.projection, norm)
+    emb.position.weight.mul_(g)
+    emb.token_type.weight.mul_(g)
+
+
+def fold_nonorm(model: Any) -> Any:
+    """An equivalent copy of a NoNorm MobileBERT for inference (equal up to float rounding).
+
+    Every NoNorm is folded into the linear layer before it (exact in real arithmetic): the
+    bottleneck norms disappear and each residual norm becomes one ``addcmul``. The same
+    forward code runs on the folded weights (token dropping and attention outputs included).
+    The copy is in eval mode, without gradients, and for inference only: its weights are no
+    longer the checkpoint's, so do not train or save it.
+
+    Why explicit, not automatic in eval mode: on CPU the matrix products are ~84% of a layer's
+    time (batch 1 x 128, fp32, measured), so folding gains ~5% (benchmarks/bench_inference.py);
+    not enough to justify a hidden second copy of the weights that must track every update.
+    """
+    encoder = model.encoder if hasattr(model, "encoder") else model
+    cfg = encoder.config
+    if getattr(cfg, "model_type", None) != "mobilebert" or cfg.normalization_type != "no_norm":
+        raise ValueError("fold_nonorm applies to MobileBERT models with normalization_type no_norm")
+    if getattr(model, "nonorm_folded", False):
+        return model
+    folded = copy.deepcopy(model).eval()
+    enc = folded.encoder if hasattr(folded, "encoder") else folded
+    _fold_embeddings(enc.embeddings)
+    for layer in enc.layers:
+        _fold_into(layer.input_bottleneck.dense, layer.input_bottleneck.norm)
+        if layer.qk_bottleneck is not None:
+            _fold_into(layer.qk_bottleneck.dense, layer.qk_bottleneck.norm)
+        _fold_into(layer.attention.out, layer.attention.norm)
+        for ffn in layer.ffns:
+            _fold_into(ffn.down, ffn.norm)
+        _fold_into(layer.output_bottleneck.dense, layer.output_bottleneck.norm)
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    folded.nonorm_folded = True
+    return folded
+
+
+# --------------------------------------------------------------------------------------
+# transformers interop
+# --------------------------------------------------------------------------------------
+
+_ACT_FROM_HF = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                "silu": "silu", "swish": "silu"}
+_ACT_TO_HF = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "silu": "silu"}
+
+
+def config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
+    """transformers ``MobileBertConfig`` -> leanbert config. One known difference: with
+    ``normalization_type: layer_norm`` transformers builds the embedding LayerNorm and each
+    block's last FFN LayerNorm with eps 1e-5 whatever ``layer_norm_eps`` says; leanbert uses
+    ``layer_norm_eps`` everywhere (outputs differ by ~3e-4). NoNorm models, the released
+    ones included, match to ~1e-7."""
+    if not cfg.get("use_bottleneck", True):
+        raise CheckpointError(
+            "MobileBERT checkpoints without bottlenecks (use_bottleneck: false) are not supported; "
+            "such a model is a BERT with NoNorm, which leanbert does not offer"
+        )
+    act = cfg.get("hidden_act", "relu")
+    if act not in _ACT_FROM_HF:
+        raise CheckpointError(f"hidden_act '{act}' is not supported; use one of {', '.join(_ACT_FROM_HF)}")
+    norm = cfg.get("normalization_type", "no_norm")
+    if norm not in ("no_norm", "layer_norm"):
+        raise CheckpointError(f"normalization_type '{norm}' is not supported; use no_norm or layer_norm")
+    bottleneck_attention = bool(cfg.get("use_bottleneck_attention", False))
+    # MobileBertForMaskedLM is built without the pooler whatever classifier_activation says.
+    masked_lm_only = any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or [])
+    out = {
+        "model_type": "mobilebert",
+        "vocab_size": cfg.get("vocab_size", 30522),
+        "hidden_size": cfg.get("hidden_size", 512),
+        "embedding_size": cfg.get("embedding_size", 128),
+        "trigram_input": cfg.get("trigram_input", True),
+        "num_layers": cfg.get("num_hidden_layers", 24),
+        "num_heads": cfg.get("num_attention_heads", 4),
+        "intra_bottleneck_size": cfg.get("intra_bottleneck_size", 128),
+        # With bottleneck attention transformers builds the shared bottleneck but never uses it.
+        "key_query_shared_bottleneck": bool(cfg.get("key_query_shared_bottleneck", True)) and not bottleneck_attention,
+        "use_bottleneck_attention": bottleneck_attention,
+        "num_feedforward_networks": cfg.get("num_feedforward_networks", 4),
+        "intermediate_size": cfg.get("intermediate_size", 512),
+        "hidden_act": _ACT_FROM_HF[act],
+        "normalization_type": norm,
+        "hidden_dropout": cfg.get("hidden_dropout_prob", 0.0),
+        "attention_dropout": cfg.get("attention_probs_dropout_prob", 0.1),
+        "max_position_embeddings": cfg.get("max_position_embeddings", 512),
+        "type_vocab_size": cfg.get("type_vocab_size", 2),
+        "layer_norm_eps": cfg.get("layer_norm_eps", 1e-12),
+        "initializer_range": cfg.get("initializer_range", 0.02),
+        "pad_token_id": cfg.get("pad_token_id") or 0,
+        "use_pooler": bool(cfg.get("classifier_activation", True)) and not masked_lm_only,
+    }
+    if cfg.get("classifier_dropout") is not None:
+        out["classifier_dropout"] = cfg["classifier_dropout"]
+    return out
+
+
+def config_to_hf(config: MobileBertConfig) -> dict[str, Any]:
+    """leanbert config -> transformers ``MobileBertConfig``; refuses what transformers cannot build."""
+    if config.attention_source == "block_input" and config.intra_bottleneck_size != config.hidden_size:
+        raise CheckpointError(
+            "transformers' MobileBERT cannot express queries and keys from the block input with an "
+            f"intra-block size ({config.intra_bottleneck_size}) other than hidden_size ({config.hidden_size}), "
+            "as the IB-BERT teacher has; keep it in leanbert's own format (leanbert.save_pretrained)"
+        )
+    return {
+        "model_type": "mobilebert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "embedding_size": config.embedding_size,
+        "trigram_input": config.trigram_input,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "use_bottleneck": True,
+        "intra_bottleneck_size": config.intra_bottleneck_size,
+        "true_hidden_size": config.intra_bottleneck_size,
+        "key_query_shared_bottleneck": config.key_query_shared_bottleneck,
+        "use_bottleneck_attention": config.use_bottleneck_attention,
+        "num_feedforward_networks": config.num_feedforward_networks,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": _ACT_TO_HF[config.hidden_act],
+        "normalization_type": config.normalization_type,
+        "hidden_dropout_prob": config.hidden_dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "initializer_range": config.initializer_range,
+        "pad_token_id": config.pad_token_id,
+        "classifier_activation": config.use_pooler,
+        "classifier_dropout": config.classifier_dropout,
+        "tie_word_embeddings": True,
+    }
+
+
+def key_map(config: MobileBertConfig) -> dict[str, list[str]]:
+    """leanbert name -> transformers name(s) (body keys without the ``mobilebert.`` prefix)."""
+    m: dict[str, list[str]] = {}
+
+    def lin(lb: str, hf: str) -> None:
+        m[f"{lb}.weight"] = [f"{hf}.weight"]
+        m[f"{lb}.bias"] = [f"{hf}.bias"]
+
+    m["encoder.embeddings.word.weight"] = ["embeddings.word_embeddings.weight"]
+    m["encoder.embeddings.position.weight"] = ["embeddings.position_embeddings.weight"]
+    m["encoder.embeddings.token_type.weight"] = ["embeddings.token_type_embeddings.weight"]
+    if config.trigram_input or config.embedding_size != config.hidden_size:
+        lin("encoder.embeddings.projection", "embeddings.embedding_transformation")
+    lin("encoder.embeddings.norm", "embeddings.LayerNorm")
+    n_ffn = config.num_feedforward_networks
+    for i in range(config.num_layers):
+        lb, hf = f"encoder.layers.{i}", f"encoder.layer.{i}"
+        lin(f"{lb}.input_bottleneck.dense", f"{hf}.bottleneck.input.dense")
+        lin(f"{lb}.input_bottleneck.norm", f"{hf}.bottleneck.input.LayerNorm")
+        if config.attention_source == "shared_bottleneck":
+            lin(f"{lb}.qk_bottleneck.dense", f"{hf}.bottleneck.attention.dense")
+            lin(f"{lb}.qk_bottleneck.norm", f"{hf}.bottleneck.attention.LayerNorm")
+        att = f"{hf}.attention"
+        for p in ("weight", "bias"):
+            m[f"{lb}.attention.query_key.{p}"] = [f"{att}.self.query.{p}", f"{att}.self.key.{p}"]
+        lin(f"{lb}.attention.value", f"{att}.self.value")
+        lin(f"{lb}.attention.out", f"{att}.output.dense")
+        lin(f"{lb}.attention.norm", f"{att}.output.LayerNorm")
+        # transformers: FFNs 1..n-1 are `ffn.j`, the last one is `intermediate` + `output`.
+        for j in range(n_ffn - 1):
+            lin(f"{lb}.ffns.{j}.up", f"{hf}.ffn.{j}.intermediate.dense")
+            lin(f"{lb}.ffns.{j}.down", f"{hf}.ffn.{j}.output.dense")
+            lin(f"{lb}.ffns.{j}.norm", f"{hf}.ffn.{j}.output.LayerNorm")
+        last = f"{lb}.ffns.{n_ffn - 1}"
+        lin(f"{last}.up", f"{hf}.intermediate.dense")
+        lin(f"{last}.down", f"{hf}.output.dense")
+        lin(f"{last}.norm", f"{hf}.output.LayerNorm")
+        lin(f"{lb}.output_bottleneck.dense", f"{hf}.output.bottleneck.dense")
+        lin(f"{lb}.output_bottleneck.norm", f"{hf}.output.bottleneck.LayerNorm")
+    if config.use_pooler:
+        lin("encoder.pooler.dense", "pooler.dense")
+    heads = set(config.heads)
+    if "mlm" in heads:
+        lin("mlm.dense", "cls.predictions.transform.dense")
+        lin("mlm.norm", "cls.predictions.transform.LayerNorm")
+        m["mlm.decoder_extra"] = ["cls.predictions.dense.weight"]
+        m["mlm.bias"] = ["cls.predictions.bias"]
+    if "nsp" in heads:
+        lin("nsp.classifier", "cls.seq_relationship")
+    if "classifier" in heads:
+        lin("classifier.classifier", "classifier")
+    if "span_qa" in heads:
+        lin("span_qa.qa_outputs", "qa_outputs")
+    return m
+
+
+def tied_keys(config: MobileBertConfig) -> dict[str, str]:
+    return {"cls.predictions.decoder.weight": "encoder.embeddings.word.weight",
+            "cls.predictions.decoder.bias": "mlm.bias"}
+
+
+HF_ADAPTER = HFAdapter(
+    hf_model_type="mobilebert",
+    base_prefix="mobilebert.",
+    arch_prefix="MobileBert",
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    key_map=key_map,
+    tied_keys=tied_keys,
+)
+
+FAMILY = ModelFamily("mobilebert", MobileBertConfig, MobileBertEncoder, MobileBertMLMHead)
