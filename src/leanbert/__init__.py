@@ -24,6 +24,11 @@ _LAZY = {
     "model_preset": "leanbert.config",
     "list_model_presets": "leanbert.config",
     "BertConfig": "leanbert.models.bert",
+    "MobileBertConfig": "leanbert.models.mobilebert",
+    "LeanbertModel": "leanbert.models.model",
+    "pretrain": "leanbert.train.trainer",
+    "load_pretrain_config": "leanbert.train.config",
+    "finetune": "leanbert.tasks.finetune",
     "LeanbertError": "leanbert.errors",
 }
 

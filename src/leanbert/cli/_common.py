@@ -24,5 +24,5 @@ def add_set_option(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key (repeatable), e.g. --set optim.lr=1e-4",
+        help="override one config key (repeatable): --set key=value, or --set section.key=value for sectioned configs",
     )
