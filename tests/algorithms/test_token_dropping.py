@@ -177,6 +177,19 @@ def test_drop_end_after_the_last_layer_restores_in_finish():
         assert torch.equal(out.last_hidden_state[r, dropped], out.hidden_states[1][r, dropped])
 
 
+def test_routing_works_for_mobilebert_too():
+    model = leanbert.build_model("mobilebert-test", vocab_size=V, num_layers=4).eval()
+    ids, mask = padded_batch()
+    td = dropping(model, keep=1.0)
+    everything = td.router_for({"input_ids": ids, "attention_mask": mask}, step=0)
+    plain = model(ids, mask).last_hidden_state
+    torch.testing.assert_close(model(ids, mask, router=everything).last_hidden_state, plain, atol=1e-5, rtol=1e-5)
+    td = dropping(model, keep=4)
+    router = td.router_for({"input_ids": ids, "attention_mask": mask}, step=0)
+    out = model(ids, mask, router=router, output_hidden_states=True)
+    assert out.hidden_states[1].shape[1] == 4 and out.last_hidden_state.shape == plain.shape
+
+
 def test_training_step_backpropagates_through_the_routing():
     model = tiny().train()
     ids, mask = padded_batch()

@@ -63,3 +63,14 @@ def test_drop_end_at_last_layer_count_drops_every_layer_after_the_split():
 def test_drop_plan_rejects_an_empty_range():
     with pytest.raises(ValueError, match="start < end"):
         DropPlan(start=3, end=3, keep=10)
+
+
+def test_other_families_count_with_their_own_layer_formula():
+    from leanbert.models.mobilebert import layer_flops
+
+    cfg = model_preset("mobilebert")
+    plan = DropPlan(start=11, end=23, keep=256)
+    # 24 layers: 0..10 full, 11 split, 12..22 kept only, 23 full
+    expected = 12 * layer_flops(cfg, 512, 512) + layer_flops(cfg, 256, 512) + 11 * layer_flops(cfg, 256, 256)
+    assert encoder_forward_flops(cfg, 512, plan) == expected
+    assert forward_flops(cfg, 512, 20) == encoder_forward_flops(cfg, 512) + mlm_head_flops(20, 512, cfg.vocab_size)

@@ -52,6 +52,13 @@ without dropping), ``evaluate_with_dropping``.
   identical across data-parallel ranks (per-id sums and counts are all-reduced before the
   update; the reference updates per replica) and is saved with training checkpoints.
 
+**Outputs.** ``last_hidden_state`` is full length. With ``output_hidden_states`` the
+per-layer states of the split layer and the layers after it up to the restore have length
+``k`` (the kept tokens, in position order; ``router.kept_index`` says which).
+
+**Random dropping** draws from torch's global RNG (or ``generator=``), so the trainer's RNG
+state, saved with checkpoints, makes it reproducible.
+
 **Static shapes.** ``k`` is fixed per batch (a count, or ``round(fraction * padded length)``).
 A sequence with fewer than ``k`` real tokens keeps all of them plus some padding positions,
 chosen last; those stay masked out as keys, so they change nothing for the real tokens.
@@ -64,6 +71,7 @@ Trainer contract (see :class:`TokenDropping`)::
     out = model(**batch, router=router)
     out.loss.backward(); optimizer.step()
     td.update_scores(out)                            # every step, on every rank
+    eval_router = td.router_for(batch, None, training=False)   # None unless evaluate_with_dropping
     extra_tensors = td.state_dict()                  # into the training checkpoint
     flops = td.flops_per_step(batch_size, seq_len, num_predictions, step)
 """
@@ -95,6 +103,7 @@ __all__ = [
     "TokenDroppingRouter",
     "TokenDropping",
     "DropPlan",
+    "build_router",
     "resolve_drop_layers",
     "keep_count",
     "prediction_mask",
@@ -114,6 +123,8 @@ class TokenDroppingConfig(StrictConfig):
 
     ``method: none`` (the default) trains plain BERT; ``token`` drops by importance;
     ``random`` keeps random tokens (the paper's baseline) with the same routing.
+    ``allow_ids`` / ``deny_ids`` default to the BERT uncased vocabulary; for another
+    tokenizer use :meth:`with_special_ids`.
     """
 
     method: Literal["none", "token", "random"] = "none"

@@ -1,4 +1,7 @@
-"""Analytic FLOP counts for the BERT family (SPEC Sec. 5), with and without token dropping.
+"""Analytic FLOP counts (SPEC Sec. 5), with and without token dropping.
+
+The formulas below are BERT's; another family supplies its own per-layer count as
+``layer_flops(config, n_queries, n_keys)`` in its model module (MobileBERT does).
 
 Only the matrix products are counted; embeddings, LayerNorm, activations, softmax,
 dropout and the pooler are negligible next to them. One multiply-add is 2 FLOPs.
@@ -26,6 +29,8 @@ FLOPs per sequence fall from 96.64 G to 72.07 G (-25.4%).
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,40 +73,57 @@ def mlm_head_flops(m: int, h: int, vocab_size: int) -> int:
     return 2 * m * (h * h + h * vocab_size)
 
 
-def _bert_dims(config: Any) -> tuple[int, int, int, int]:
+def bert_layer_flops(config: Any, n_queries: int, n_keys: int) -> int:
+    """One BERT layer with ``n_queries`` query rows and ``n_keys`` key/value rows (equal
+    except in the split layer, where this is the split-layer formula)."""
+    h, f = config.hidden_size, config.intermediate_size
+    if n_queries == n_keys:
+        return encoder_layer_flops(n_keys, h, f)
+    return split_layer_flops(n_keys, n_queries, h, f)
+
+
+def _layer_cost(config: Any) -> Callable[[Any, int, int], int]:
+    """``layer_flops(config, n_queries, n_keys)`` of the config's family: BERT here, other
+    families in their own module (e.g. :func:`leanbert.models.mobilebert.layer_flops`)."""
     model_type = getattr(config, "model_type", "bert")
-    if model_type != "bert":
-        raise NotImplementedError(
-            f"analytic FLOP counting is implemented for the BERT family only, not model_type '{model_type}'"
-        )
-    return config.num_layers, config.hidden_size, config.intermediate_size, config.vocab_size
+    if model_type == "bert":
+        return bert_layer_flops
+    from leanbert.models import family
+
+    module = importlib.import_module(family(model_type).encoder_cls.__module__)
+    cost = getattr(module, "layer_flops", None)
+    if cost is None:
+        raise NotImplementedError(f"model_type '{model_type}' does not define layer_flops for FLOP counting")
+    return cost
 
 
 def encoder_forward_flops(config: Any, seq_len: int, plan: DropPlan | None = None) -> int:
     """Forward FLOPs of the encoder layers for one sequence of ``seq_len`` (padded) tokens."""
-    num_layers, h, f, _ = _bert_dims(config)
-    n = seq_len
+    num_layers, n = config.num_layers, seq_len
+    cost = _layer_cost(config)
     if plan is None:
-        return num_layers * encoder_layer_flops(n, h, f)
+        return num_layers * cost(config, n, n)
     if plan.end > num_layers:
         raise ValueError(f"drop plan end {plan.end} is beyond the model's {num_layers} layers")
     k = min(plan.keep, n)
     total = 0
     for i in range(num_layers):
         if i == plan.start:
-            total += split_layer_flops(n, k, h, f)
+            total += cost(config, k, n)  # the split layer
         elif plan.start < i < plan.end:
-            total += encoder_layer_flops(k, h, f)
+            total += cost(config, k, k)
         else:
-            total += encoder_layer_flops(n, h, f)
+            total += cost(config, n, n)
     return total
 
 
 def forward_flops(config: Any, seq_len: int, num_predictions: int, plan: DropPlan | None = None) -> int:
     """Forward FLOPs for one sequence: encoder plus the MLM head on ``num_predictions``
     (padded) prediction slots. Pass ``num_predictions=0`` for an encoder without MLM head."""
-    _, h, _, vocab = _bert_dims(config)
-    return encoder_forward_flops(config, seq_len, plan) + mlm_head_flops(num_predictions, h, vocab)
+    # The MLM head of every family: dense h x h, then a decoder from h wide to V
+    # (MobileBERT's split decoder, 128 + 384 columns, is also h x V).
+    head = mlm_head_flops(num_predictions, config.hidden_size, config.vocab_size)
+    return encoder_forward_flops(config, seq_len, plan) + head
 
 
 def train_step_flops(
