@@ -28,6 +28,7 @@ from typing import Annotated, Literal, Protocol
 
 import torch
 from pydantic import Field, field_validator, model_validator
+from torch import nn
 
 from leanbert.config import StrictConfig
 
@@ -162,3 +163,65 @@ class ModelFamily:
     config_cls: type
     encoder_cls: type
     mlm_head_cls: type
+
+
+def run_layers(
+    layers: nn.ModuleList,
+    hidden: torch.Tensor,
+    key_mask: torch.Tensor | None,
+    router: LayerRouter | None,
+    output_hidden_states: bool,
+    output_attentions: bool,
+) -> tuple[torch.Tensor, list | None, list | None, list | None]:
+    """The layer loop shared by encoder families, with the router hook around each layer."""
+    all_hidden = [] if output_hidden_states else None
+    all_scores = [] if output_attentions else None
+    all_probs = [] if output_attentions else None
+    for i, layer in enumerate(layers):
+        query_index = None
+        if router is not None:
+            hidden, key_mask, query_index = router.before_layer(i, hidden, key_mask)
+        out = layer(hidden, key_mask, query_index, output_attentions)
+        hidden = out.hidden
+        if router is not None:
+            hidden = router.after_layer(i, hidden)
+        if all_hidden is not None:
+            all_hidden.append(hidden)
+        if all_scores is not None:
+            all_scores.append(out.attention_scores)
+            all_probs.append(out.attention_probs)
+    if router is not None:
+        hidden = router.finish(hidden)
+    return hidden, all_hidden, all_scores, all_probs
+
+
+class EncoderBase(nn.Module):
+    """The forward pass every encoder family shares: embeddings, the layer loop with the router
+    hook, the pooler. A family's ``__init__`` sets ``config``, ``embeddings``, ``layers`` and
+    ``pooler`` (or None)."""
+
+    config: EncoderConfigBase
+    embeddings: nn.Module
+    layers: nn.ModuleList
+    pooler: nn.Module | None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        router: LayerRouter | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        emb = self.embeddings(input_ids, token_type_ids)
+        hidden, all_hidden, scores, probs = run_layers(
+            self.layers, emb, key_padding_mask(attention_mask), router, output_hidden_states, output_attentions
+        )
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(hidden, pooled, emb if output_hidden_states else None, all_hidden, scores, probs)

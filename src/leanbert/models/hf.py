@@ -223,6 +223,34 @@ def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return hf_cfg, out
 
 
+def linear_keys(m: dict[str, list[str]], lb: str, hf: str) -> None:
+    """Map a linear (or norm) layer's weight and bias."""
+    m[f"{lb}.weight"] = [f"{hf}.weight"]
+    m[f"{lb}.bias"] = [f"{hf}.bias"]
+
+
+def add_head_keys(m: dict[str, list[str]], config: Any) -> None:
+    """Head parameters, named alike in transformers' BERT and MobileBERT classes (a family with
+    extra MLM parameters, like MobileBERT's 384-wide decoder part, adds those itself)."""
+    heads = set(config.heads)
+    if "mlm" in heads:
+        linear_keys(m, "mlm.dense", "cls.predictions.transform.dense")
+        linear_keys(m, "mlm.norm", "cls.predictions.transform.LayerNorm")
+        m["mlm.bias"] = ["cls.predictions.bias"]
+    if "nsp" in heads:
+        linear_keys(m, "nsp.classifier", "cls.seq_relationship")
+    if "classifier" in heads:
+        linear_keys(m, "classifier.classifier", "classifier")
+    if "span_qa" in heads:
+        linear_keys(m, "span_qa.qa_outputs", "qa_outputs")
+
+
+def tied_mlm_keys(config: Any) -> dict[str, str]:
+    """The MLM decoder tied to the word embeddings (and its bias to the head's bias)."""
+    return {"cls.predictions.decoder.weight": "encoder.embeddings.word.weight",
+            "cls.predictions.decoder.bias": "mlm.bias"}
+
+
 # --------------------------------------------------------------------------------------
 # BERT
 # --------------------------------------------------------------------------------------
@@ -289,8 +317,7 @@ def bert_key_map(config: Any) -> dict[str, list[str]]:
     m: dict[str, list[str]] = {}
 
     def lin(lb: str, hf: str) -> None:
-        m[f"{lb}.weight"] = [f"{hf}.weight"]
-        m[f"{lb}.bias"] = [f"{hf}.bias"]
+        linear_keys(m, lb, hf)
 
     m["encoder.embeddings.word.weight"] = ["embeddings.word_embeddings.weight"]
     m["encoder.embeddings.position.weight"] = ["embeddings.position_embeddings.weight"]
@@ -307,23 +334,8 @@ def bert_key_map(config: Any) -> dict[str, list[str]]:
         lin(f"{lb}.ffn.norm", f"{hf}.output.LayerNorm")
     if config.use_pooler:
         lin("encoder.pooler.dense", "pooler.dense")
-    heads = set(config.heads)
-    if "mlm" in heads:
-        lin("mlm.dense", "cls.predictions.transform.dense")
-        lin("mlm.norm", "cls.predictions.transform.LayerNorm")
-        m["mlm.bias"] = ["cls.predictions.bias"]
-    if "nsp" in heads:
-        lin("nsp.classifier", "cls.seq_relationship")
-    if "classifier" in heads:
-        lin("classifier.classifier", "classifier")
-    if "span_qa" in heads:
-        lin("span_qa.qa_outputs", "qa_outputs")
+    add_head_keys(m, config)
     return m
-
-
-def bert_tied_keys(config: Any) -> dict[str, str]:
-    return {"cls.predictions.decoder.weight": "encoder.embeddings.word.weight",
-            "cls.predictions.decoder.bias": "mlm.bias"}
 
 
 BERT_ADAPTER = HFAdapter(
@@ -333,5 +345,5 @@ BERT_ADAPTER = HFAdapter(
     config_from_hf=bert_config_from_hf,
     config_to_hf=bert_config_to_hf,
     key_map=bert_key_map,
-    tied_keys=bert_tied_keys,
+    tied_keys=tied_mlm_keys,
 )

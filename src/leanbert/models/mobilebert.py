@@ -63,17 +63,15 @@ from torch import nn
 
 from leanbert.errors import CheckpointError
 from leanbert.models.base import (
+    EncoderBase,
     EncoderConfigBase,
-    EncoderOutput,
     LayerOutput,
-    LayerRouter,
     ModelFamily,
     Probability,
     gather_positions,
-    key_padding_mask,
 )
-from leanbert.models.bert import Activation, activation, explicit_attention, run_layers
-from leanbert.models.hf import HFAdapter
+from leanbert.models.bert import Activation, activation, explicit_attention
+from leanbert.models.hf import HFAdapter, add_head_keys, linear_keys, tied_mlm_keys
 
 NormType = Literal["no_norm", "layer_norm"]
 
@@ -416,7 +414,7 @@ class MobileBertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
-class MobileBertEncoder(nn.Module):
+class MobileBertEncoder(EncoderBase):
     """Trigram embeddings, L bottleneck blocks and the optional pooler."""
 
     def __init__(self, cfg: MobileBertConfig) -> None:
@@ -425,27 +423,6 @@ class MobileBertEncoder(nn.Module):
         self.embeddings = MobileBertEmbeddings(cfg)
         self.layers = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_layers))
         self.pooler = MobileBertPooler(cfg) if cfg.use_pooler else None
-
-    @property
-    def hidden_size(self) -> int:
-        return self.config.hidden_size
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        *,
-        router: LayerRouter | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-    ) -> EncoderOutput:
-        emb = self.embeddings(input_ids, token_type_ids)
-        hidden, all_hidden, scores, probs = run_layers(
-            self.layers, emb, key_padding_mask(attention_mask), router, output_hidden_states, output_attentions
-        )
-        pooled = self.pooler(hidden) if self.pooler is not None else None
-        return EncoderOutput(hidden, pooled, emb if output_hidden_states else None, all_hidden, scores, probs)
 
 
 class MobileBertMLMHead(nn.Module):
@@ -654,8 +631,7 @@ def key_map(config: MobileBertConfig) -> dict[str, list[str]]:
     m: dict[str, list[str]] = {}
 
     def lin(lb: str, hf: str) -> None:
-        m[f"{lb}.weight"] = [f"{hf}.weight"]
-        m[f"{lb}.bias"] = [f"{hf}.bias"]
+        linear_keys(m, lb, hf)
 
     m["encoder.embeddings.word.weight"] = ["embeddings.word_embeddings.weight"]
     m["encoder.embeddings.position.weight"] = ["embeddings.position_embeddings.weight"]
@@ -690,24 +666,10 @@ def key_map(config: MobileBertConfig) -> dict[str, list[str]]:
         lin(f"{lb}.output_bottleneck.norm", f"{hf}.output.bottleneck.LayerNorm")
     if config.use_pooler:
         lin("encoder.pooler.dense", "pooler.dense")
-    heads = set(config.heads)
-    if "mlm" in heads:
-        lin("mlm.dense", "cls.predictions.transform.dense")
-        lin("mlm.norm", "cls.predictions.transform.LayerNorm")
+    add_head_keys(m, config)
+    if "mlm" in config.heads:
         m["mlm.decoder_extra"] = ["cls.predictions.dense.weight"]
-        m["mlm.bias"] = ["cls.predictions.bias"]
-    if "nsp" in heads:
-        lin("nsp.classifier", "cls.seq_relationship")
-    if "classifier" in heads:
-        lin("classifier.classifier", "classifier")
-    if "span_qa" in heads:
-        lin("span_qa.qa_outputs", "qa_outputs")
     return m
-
-
-def tied_keys(config: MobileBertConfig) -> dict[str, str]:
-    return {"cls.predictions.decoder.weight": "encoder.embeddings.word.weight",
-            "cls.predictions.decoder.bias": "mlm.bias"}
 
 
 HF_ADAPTER = HFAdapter(
@@ -717,7 +679,7 @@ HF_ADAPTER = HFAdapter(
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     key_map=key_map,
-    tied_keys=tied_keys,
+    tied_keys=tied_mlm_keys,
 )
 
 FAMILY = ModelFamily("mobilebert", MobileBertConfig, MobileBertEncoder, MobileBertMLMHead)
