@@ -222,3 +222,31 @@ def test_sentence_pair_data_trains_mlm_and_nsp(tmp_path):
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     nsp = [r["nsp_loss"] for r in recs if r["kind"] == "train"]
     assert len(nsp) == 3 and all(0.3 < x < 1.2 for x in nsp)  # about ln 2 at the start
+
+
+def test_token_dropping_run_resumes_bitwise_with_its_scores(prepared, tmp_path):
+    c = cfg("train.max_steps=6", "checkpoint.every=2", "eval.every=1000", "model.num_layers=4",
+            "token_dropping.method=token", "token_dropping.keep=0.5")
+    pretrain(c, prepared, tmp_path / "full")
+    pretrain(c, prepared, tmp_path / "cut", stop_after=3)
+    extra = load_file(list_checkpoints(tmp_path / "cut")[-1] / "extra.safetensors")
+    scores = extra["token_dropping.scores"]
+    assert scores.shape == (2000,) and (scores != 10.0).sum() > 0  # the table moved away from its init
+    pretrain(c, prepared, tmp_path / "cut")
+    a, b = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sa = load_file(list_checkpoints(tmp_path / "full")[-1] / "extra.safetensors")["token_dropping.scores"]
+    sb = load_file(list_checkpoints(tmp_path / "cut")[-1] / "extra.safetensors")["token_dropping.scores"]
+    assert torch.equal(sa, sb)
+
+
+def test_random_dropping_logs_fewer_flops_than_no_dropping(prepared, tmp_path):
+    import json
+
+    flops = {}
+    for method in ("none", "random"):
+        pretrain(cfg("train.max_steps=2", "eval.every=1000", "model.num_layers=4",
+                     f"token_dropping.method={method}"), prepared, tmp_path / method)
+        rec = json.loads((tmp_path / method / "metrics.jsonl").read_text().splitlines()[-2])
+        flops[method] = rec["flops_per_step"]
+    assert flops["random"] < flops["none"]
