@@ -99,6 +99,15 @@ def finetune_run(args, model_dir: str, task: str, out: Path, seed: int) -> dict:
     return finetune(spec, data, model_dir, out, cfg)
 
 
+def interpolate(curve: list[dict], key: str, x: float) -> float:
+    """The held-out loss of ``curve`` at ``x`` (seconds or FLOPs), linearly interpolated."""
+    pts = [(0.0, curve[0]["mlm_loss"])] + [(p[key], p["mlm_loss"]) for p in curve if p[key] > 0]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1e-12)
+    return pts[-1][1]
+
+
 def plot(results: list[dict], path_time: Path, path_flops: Path) -> None:
     import matplotlib
 
@@ -174,6 +183,22 @@ def main(argv: list[str] | None = None) -> int:
             if vals:
                 row[f"{task}_{metric}_mean"] = statistics.mean(vals)
         summary[variant] = row
+    # Matched cost: the no-dropping run's held-out loss at the wall-clock time / FLOPs at which the
+    # dropping run of the same seed finished (linear interpolation on its evaluation curve).
+    for r in results:
+        base = next((b for b in results if b["variant"] == "none" and b["seed"] == r["seed"]), None)
+        if base is None or r["variant"] == "none":
+            continue
+        for key in ("seconds", "flops"):
+            r[f"baseline_loss_at_same_{key}"] = interpolate(base["curve"], key, r["curve"][-1][key])
+    for variant, row in summary.items():
+        rs = [r for r in results if r["variant"] == variant and "baseline_loss_at_same_flops" in r]
+        if rs:
+            row["baseline_loss_at_same_seconds_mean"] = statistics.mean(r["baseline_loss_at_same_seconds"] for r in rs)
+            row["baseline_loss_at_same_flops_mean"] = statistics.mean(r["baseline_loss_at_same_flops"] for r in rs)
+        if "none" in summary and variant != "none":
+            row["time_saving_vs_none"] = 1 - row["train_seconds_mean"] / summary["none"]["train_seconds_mean"]
+            row["flop_saving_vs_none"] = 1 - row["train_flops"] / summary["none"]["train_flops"]
     report = {"settings": vars(args), "summary": summary, "runs": results}
     from leanbert.io import atomic_write_json
 
