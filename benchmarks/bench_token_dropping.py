@@ -42,6 +42,8 @@ CLS, SEP, MASK, FIRST_WORD = 101, 102, 103, 999
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="leanbert bench token-dropping", description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", default="8x512,32x128", help="comma-separated BATCHxLENGTH (default: %(default)s)")
+    p.add_argument("--preset", default=None,
+                   help="model preset instead of --layers/--hidden/... (e.g. mobilebert, mobilebert-tiny)")
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
@@ -79,13 +81,22 @@ def make_batches(n: int, batch: int, seq_len: int, vocab: int, mask_prob: float,
     return out
 
 
+def model_config(args: argparse.Namespace, seq_len: int) -> dict[str, Any]:
+    """The benchmarked model: a preset (any family) or a BERT of the given shape."""
+    if args.preset:
+        from leanbert.config import load_preset
+
+        return {**load_preset("models", args.preset), "vocab_size": args.vocab,
+                "max_position_embeddings": max(512, seq_len), "heads": ["mlm"]}
+    return {"model_type": "bert", "vocab_size": args.vocab, "hidden_size": args.hidden,
+            "num_layers": args.layers, "num_heads": args.heads,
+            "intermediate_size": args.intermediate or 4 * args.hidden,
+            "max_position_embeddings": max(512, seq_len), "heads": ["mlm"]}
+
+
 def bench_shape(args: argparse.Namespace, batch: int, seq_len: int) -> dict[str, Any]:
     torch.manual_seed(args.seed)
-    cfg = {"model_type": "bert", "vocab_size": args.vocab, "hidden_size": args.hidden,
-           "num_layers": args.layers, "num_heads": args.heads,
-           "intermediate_size": args.intermediate or 4 * args.hidden,
-           "max_position_embeddings": max(512, seq_len), "heads": ["mlm"]}
-    model = leanbert.build_model(cfg).to(args.device).train()
+    model = leanbert.build_model(model_config(args, seq_len)).to(args.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
     td = TokenDropping({"method": "token", "keep": args.keep}, model.config, device=args.device)
     gen = torch.Generator().manual_seed(args.seed)
@@ -159,7 +170,8 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",") if s]
     rows = []
-    print(f"token dropping: {args.layers} layers, hidden {args.hidden}, keep {args.keep}, "
+    model_desc = f"preset {args.preset}" if args.preset else f"{args.layers} layers, hidden {args.hidden}"
+    print(f"token dropping: {model_desc}, keep {args.keep}, "
           f"device {args.device}, {torch.get_num_threads()} threads, {args.pairs} timed pairs")
     print(f"{'shape':>8} {'full ms':>9} {'drop ms':>9} {'measured':>9} {'paired':>7} {'CPU-time':>8} "
           f"{'FLOPs':>7} {'quotient':>9}  target")
@@ -173,8 +185,7 @@ def main(argv: list[str]) -> int:
     result = {
         "benchmark": "token_dropping",
         "description": "training step (fwd+bwd+fused AdamW) with vs without token dropping, interleaved",
-        "model": {"num_layers": args.layers, "hidden_size": args.hidden, "num_heads": args.heads,
-                  "intermediate_size": args.intermediate or 4 * args.hidden, "vocab_size": args.vocab},
+        "model": model_config(args, max(s for _, s in shapes)),
         "keep": args.keep,
         "target_quotient": args.target,
         "environment": {"torch": torch.__version__, "device": args.device, "threads": torch.get_num_threads(),
