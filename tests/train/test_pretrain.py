@@ -174,7 +174,9 @@ DDP = [*TINY, "model.hidden_dropout=0.0", "model.attention_dropout=0.0", "data.m
 
 
 def test_torchrun_two_processes_equal_one_process(prepared, tmp_path):
-    pretrain(cfg(*DDP[len(TINY):], "train.max_steps=4"), prepared, tmp_path / "one")
+    # One process with micro-batches of 8 against two with 4 each: masks are per sample, so the
+    # global batches are identical.
+    pretrain(cfg(*DDP[len(TINY):], "train.max_steps=4", "data.micro_batch_size=8"), prepared, tmp_path / "one")
     _torchrun(2, prepared, tmp_path / "two", *DDP, "train.max_steps=4")
     a, b = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
     for k in a:

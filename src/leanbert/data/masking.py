@@ -6,8 +6,10 @@ What: BERT's MLM corruption (Devlin et al. 2019, Sec. 3.1 "Task #1" and Appendix
 choose ``mask_rate`` (15%) of the tokens of each sequence; replace 80% of them by [MASK],
 10% by a random token and keep 10% unchanged; predict the original tokens.
 Masks are drawn afresh every time a sequence is seen ("dynamic masking", RoBERTa, Liu et
-al. 2019, Sec. 4.1), from a generator seeded by (seed, global sample index), so a resumed
-run sees exactly the masks it would have seen.
+al. 2019, Sec. 4.1). Each row's random numbers come from its own generator seeded by (seed,
+global sample index of that row), so a sample gets the same mask whichever batch, micro-batch
+or data-parallel rank it lands in: a resumed run, or one with another number of processes or
+another micro-batch size, sees exactly the masks it would have seen.
 
 Knobs: ``mask_rate``; ``mask_token_prob`` / ``random_token_prob`` (0.8 / 0.1);
 ``max_predictions`` (BERT's ``max_predictions_per_seq``: 20 for 128 tokens, 76-80 for 512);
@@ -55,6 +57,29 @@ class MaskedBatch(dict):
         )
         out.num_tokens, out.num_predictions, out.sample_index = self.num_tokens, self.num_predictions, self.sample_index
         return out
+
+
+class PerSampleRandom:
+    """Random draws for a batch whose row ``i`` depends only on (seed, first_index + i).
+
+    Every draw asks each row's own generator for that row's values, in the same order for every
+    batch, so the values a sample gets do not depend on the batch it is in.
+    """
+
+    def __init__(self, seed: int, first_index: int, rows: int) -> None:
+        self.generators = [np.random.default_rng([seed, first_index + i]) for i in range(rows)]
+
+    def random(self, shape: tuple[int, int]) -> np.ndarray:
+        rows, width = shape
+        if rows == 0:
+            return np.empty(shape)
+        return np.stack([g.random(width) for g in self.generators])
+
+    def integers(self, low: int, high: int, shape: tuple[int, int]) -> np.ndarray:
+        rows, width = shape
+        if rows == 0:
+            return np.empty(shape, np.int64)
+        return np.stack([g.integers(low, high, width) for g in self.generators])
 
 
 class MaskingCollator:
@@ -137,7 +162,7 @@ class MaskingCollator:
         k = np.maximum(1, np.rint(n * self.mask_rate)).astype(np.int64)
         return np.minimum(np.minimum(k, n), self.max_predictions)
 
-    def choose_positions(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def choose_positions(self, ids: np.ndarray, rng: PerSampleRandom) -> tuple[np.ndarray, np.ndarray]:
         """Positions to predict: ([B, P] sorted positions, [B, P] bool valid)."""
         B, S = ids.shape
         P = self.max_predictions
@@ -186,7 +211,7 @@ class MaskingCollator:
         """Mask ``rows`` [B, S] (token ids, [PAD]=0); ``sample_index`` seeds this batch's masks."""
         import torch
 
-        rng = np.random.default_rng([self.seed, int(sample_index)])
+        rng = PerSampleRandom(self.seed, int(sample_index), len(rows))
         ids = np.asarray(rows).astype(np.int64)
         B, S = ids.shape
         positions, valid = self.choose_positions(ids, rng)

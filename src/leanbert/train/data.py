@@ -5,9 +5,8 @@ A thin layer over :class:`leanbert.data.loader.ShardLoader` and
 (tokenizer, vocabulary size, special ids, sequence length, packed or paired mode) and hands
 the trainer an endless stream positioned at a global sample index.
 
-Masks are drawn from (seed, first global sample index of the micro-batch), so a resumed run
-sees the same masks, and so does a run with another number of processes as long as
-``data.micro_batch_size`` stays the same.
+Masks are drawn per sample from (seed, global sample index), so a resumed run sees the same
+masks, and so does a run with another number of processes or another micro-batch size.
 """
 
 from __future__ import annotations
