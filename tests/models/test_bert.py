@@ -148,3 +148,14 @@ def test_wrongly_typed_value_is_named():
 def test_dropout_out_of_range_is_rejected():
     with pytest.raises(ConfigError, match="hidden_dropout"):
         model_preset("bert-tiny", ["hidden_dropout=1.5"])
+
+
+def test_task_heads_run_in_fp32_under_fp16_autocast():
+    from leanbert.models.heads import ClassifierHead, NSPHead, SpanQAHead
+
+    big = torch.full((2, 3, 8), 1e5)  # beyond fp16's range (65504)
+    heads = [NSPHead(8), ClassifierHead(8, 3, 0.0), SpanQAHead(8)]
+    with torch.autocast("cpu", dtype=torch.float16):
+        outs = [heads[0](big[:, 0]), heads[1](big[:, 0]), *heads[2](big)]
+    for out in outs:
+        assert out.dtype == torch.float32 and torch.isfinite(out).all()

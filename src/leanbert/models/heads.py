@@ -1,5 +1,8 @@
 """Task heads shared by every encoder family (the MLM head is family-specific).
 
+The heads are tiny, so they always run in fp32, also under bf16/fp16 autocast: a [CLS] state
+beyond fp16's range (MobileBERT's NoNorm does not bound activations) cannot overflow them.
+
 - :class:`NSPHead`: next-sentence (or sentence-order) prediction on the pooled [CLS] state
   (Devlin et al. 2019, Sec. 3.1 Task #2).
 - :class:`ClassifierHead`: sequence classification or regression (GLUE), dropout + linear
@@ -13,13 +16,20 @@ import torch
 from torch import nn
 
 
+def _fp32(x: torch.Tensor):
+    """(x in fp32, a context that disables autocast) for a head's forward pass."""
+    return x.float(), torch.autocast(device_type=x.device.type, enabled=False)
+
+
 class NSPHead(nn.Module):
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.classifier = nn.Linear(hidden_size, 2)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.classifier(pooled)
+        x, no_autocast = _fp32(pooled)
+        with no_autocast:
+            return self.classifier(x)
 
 
 class ClassifierHead(nn.Module):
@@ -29,7 +39,9 @@ class ClassifierHead(nn.Module):
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(pooled))
+        x, no_autocast = _fp32(pooled)
+        with no_autocast:
+            return self.classifier(self.dropout(x))
 
 
 class SpanQAHead(nn.Module):
@@ -38,5 +50,7 @@ class SpanQAHead(nn.Module):
         self.qa_outputs = nn.Linear(hidden_size, 2)
 
     def forward(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        start, end = self.qa_outputs(hidden).unbind(-1)
+        x, no_autocast = _fp32(hidden)
+        with no_autocast:
+            start, end = self.qa_outputs(x).unbind(-1)
         return start, end
