@@ -15,16 +15,6 @@ from leanbert.models.mobilebert import NoNorm, fold_nonorm
 VOCAB = 97
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two
-    threads wait on each other (small matrix products 10-40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(preset: str = "mobilebert-test", **kw):
     cfg = {"vocab_size": VOCAB, "max_position_embeddings": 64, "attention_dropout": 0.0, "hidden_dropout": 0.0}
     cfg.update(kw)

@@ -18,16 +18,6 @@ SMALL = dict(vocab_size=VOCAB, hidden_size=64, embedding_size=16, num_hidden_lay
 TINY_SHAPE = dict(use_bottleneck_attention=True, key_query_shared_bottleneck=False, num_feedforward_networks=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two
-    threads wait on each other (small matrix products 10-40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hf_model(tmp_path, cls: str = "MobileBertForPreTraining", **kw):
     cfg = transformers.MobileBertConfig(**{**SMALL, **kw})
     torch.manual_seed(0)

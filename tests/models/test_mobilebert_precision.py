@@ -13,16 +13,6 @@ VOCAB = 97
 FP16_MAX = torch.finfo(torch.float16).max
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine two
-    threads wait on each other (small matrix products 10-40x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(preset: str, **kw):
     return leanbert.build_model(preset, vocab_size=VOCAB, max_position_embeddings=64, **kw)
 
