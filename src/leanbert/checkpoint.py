@@ -106,6 +106,40 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def choose_heads(present: list[str], heads: list[str] | None, new_heads: list[str], source: str) -> list[str]:
+    """The heads a loaded model gets: ``heads`` (default: those the checkpoint holds) plus
+    ``new_heads``; asking for a head without weights that is not new is an error."""
+    chosen = list(present) if heads is None else list(heads)
+    for h in chosen:
+        if h not in present and h not in new_heads:
+            raise CheckpointError(
+                f"{source} has no weights for the '{h}' head (it holds {', '.join(present) or 'no heads'}); "
+                f"load it without that head, or pass new_heads=['{h}'] to start it from random weights"
+            )
+    return [*chosen, *[h for h in new_heads if h not in chosen]]
+
+
+def load_weights_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                  skip_heads: set[str] = frozenset()) -> None:
+    """load_state_dict with shape checks that name the first mismatching weight."""
+    expected = model.state_dict()
+    for key, tensor in state.items():
+        if key not in expected:
+            raise CheckpointError(f"{source}: unexpected weight '{key}'; the checkpoint does not match its config.json")
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{source}: weight '{key}' has shape {list(tensor.shape)} but config.json implies "
+                f"{list(expected[key].shape)}; the weights and config.json do not belong together"
+            )
+    missing = [k for k in expected if k not in state and k.split(".", 1)[0] not in skip_heads]
+    if missing:
+        raise CheckpointError(
+            f"{source}: weight '{missing[0]}' is missing ({len(missing)} missing in all); the checkpoint is incomplete"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+
 def from_pretrained(
     path: str | Path,
     *,
@@ -149,7 +183,6 @@ def from_pretrained(
 def _load_leanbert(directory: Path, cfg: dict[str, Any], heads: list[str] | None, new_heads: list[str],
                    overrides: dict[str, Any]):
     from leanbert.config import load_model_config
-    from leanbert.models.hf import _load_checked
     from leanbert.models.model import LeanbertModel
 
     fmt = cfg.get("leanbert_format")
@@ -163,14 +196,7 @@ def _load_leanbert(directory: Path, cfg: dict[str, Any], heads: list[str] | None
         raise CheckpointError(f"{directory / CONFIG_NAME}: missing the 'model' section")
     source = str(directory / CONFIG_NAME)
     present = list(model_cfg.get("heads", ["mlm"]))
-    chosen = present if heads is None else list(heads)
-    for h in chosen:
-        if h not in present and h not in new_heads:
-            raise CheckpointError(
-                f"{directory} has no weights for the '{h}' head (it holds {', '.join(present) or 'no heads'}); "
-                f"load it without that head, or pass new_heads=['{h}'] to start it from random weights"
-            )
-    data = {**model_cfg, **overrides, "heads": [*chosen, *[h for h in new_heads if h not in chosen]]}
+    data = {**model_cfg, **overrides, "heads": choose_heads(present, heads, new_heads, str(directory))}
     try:
         config = load_model_config(data, source)
     except ConfigError as e:
@@ -180,7 +206,7 @@ def _load_leanbert(directory: Path, cfg: dict[str, Any], heads: list[str] | None
     skip = set(new_heads)
     dropped = {h for h in present if h not in config.heads}
     state = {k: v for k, v in state.items() if k.split(".", 1)[0] not in dropped | skip}
-    _load_checked(model, state, str(directory), skip_heads=skip)
+    load_weights_checked(model, state, str(directory), skip_heads=skip)
     return model
 
 
@@ -205,22 +231,30 @@ def save_pretrained(model, path: str | Path, *, tokenizer_dir: str | Path | None
     The tokenizer files are copied from ``tokenizer_dir`` (default: the directory the model was
     loaded from, if any).
     """
-    from safetensors.torch import save_file
 
     path = Path(path)
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else getattr(model, "source_dir", None)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_directory(path) as tmp:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "leanbert_version": __version__})
-        copy_tokenizer_files(tokenizer_dir, tmp)
-        cfg = {
-            "leanbert_format": FORMAT_VERSION,
-            "leanbert_version": __version__,
-            "model": model.config.model_dump(mode="json"),
-            "metadata": metadata or {},
-        }
-        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+        write_checkpoint_files(tmp, model, tokenizer_dir=tokenizer_dir, metadata=metadata)
     return path
+
+
+def write_checkpoint_files(directory: Path, model, *, tokenizer_dir: str | Path | None,
+                           metadata: dict[str, Any] | None = None) -> None:
+    """Weights, tokenizer files and config.json (last) of a leanbert checkpoint into ``directory``
+    (the caller makes the directory atomic; training checkpoints add their own files)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "leanbert_version": __version__})
+    copy_tokenizer_files(tokenizer_dir, directory)
+    cfg = {
+        "leanbert_format": FORMAT_VERSION,
+        "leanbert_version": __version__,
+        "model": model.config.model_dump(mode="json"),
+        "metadata": metadata or {},
+    }
+    (directory / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -37,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from leanbert.tasks.finetune import evaluate_checkpoint, finetune_config
     from leanbert.tasks.registry import get_task
 
-    task_name = args.task or read_metadata(args.model).get("task")
+    metadata = read_metadata(args.model)  # what fine-tuning recorded: task and sequence settings
+    task_name = args.task or metadata.get("task")
     cfg = None
     if task_name:
-        recorded = read_metadata(args.model).get("finetune", {})
+        recorded = metadata.get("finetune", {})
         base = {k: recorded[k] for k in ("max_seq_length", "doc_stride", "max_query_length", "n_best_size",
                                          "max_answer_length", "null_score_diff_threshold") if k in recorded}
         overrides = [f"{k}={v}" for k, v in base.items()] + list(args.overrides)

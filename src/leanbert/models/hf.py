@@ -93,18 +93,11 @@ def heads_in_hf_state(keys: list[str]) -> list[str]:
 def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: str, heads: list[str] | None,
                   new_heads: list[str], overrides: dict[str, Any]):
     """Build a leanbert model from a transformers config and state dict."""
+    from leanbert.checkpoint import choose_heads, load_weights_checked
     from leanbert.config import load_model_config
     from leanbert.models.model import LeanbertModel
 
     adapter = _adapter_for(str(cfg.get("model_type")))
-    present = heads_in_hf_state(list(state))
-    chosen = present if heads is None else list(heads)
-    for h in chosen:
-        if h not in present and h not in new_heads:
-            raise CheckpointError(
-                f"{source} has no weights for the '{h}' head (it holds {', '.join(present) or 'no heads'}); "
-                f"load it without that head, or pass new_heads=['{h}'] to start it from random weights"
-            )
     lb_cfg = adapter.config_from_hf(cfg)
     # BertForMaskedLM (and MobileBertForMaskedLM) have no pooler: build none rather than a random one.
     if not any(k.endswith("pooler.dense.weight") for k in state):
@@ -112,8 +105,8 @@ def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: s
 
         if "use_pooler" in config_class(lb_cfg["model_type"]).model_fields:
             lb_cfg["use_pooler"] = False
-    lb_cfg["heads"] = [*chosen, *[h for h in new_heads if h not in chosen]]
-    if "classifier" in present and "classifier" in lb_cfg["heads"] and "num_labels" not in overrides:
+    lb_cfg["heads"] = choose_heads(heads_in_hf_state(list(state)), heads, new_heads, source)
+    if "classifier" in lb_cfg["heads"] and "classifier" not in new_heads and "num_labels" not in overrides:
         w = state.get("classifier.weight")
         if w is not None:
             lb_cfg["num_labels"] = int(w.shape[0])
@@ -123,7 +116,7 @@ def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: s
     config = load_model_config(lb_cfg, f"{source}/config.json")
     model = LeanbertModel(config)
     lb_state = state_from_hf(adapter, config, state, source, skip_heads=set(new_heads))
-    _load_checked(model, lb_state, source, skip_heads=set(new_heads))
+    load_weights_checked(model, lb_state, source, skip_heads=set(new_heads))
     return model
 
 
@@ -169,26 +162,6 @@ def _modern_name(key: str) -> str:
     if key.endswith(".beta"):
         return key[: -len("beta")] + "bias"
     return key
-
-
-def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-                  skip_heads: set[str] = frozenset()) -> None:
-    """load_state_dict with shape checks that name the first mismatching weight."""
-    expected = model.state_dict()
-    for key, tensor in state.items():
-        if key not in expected:
-            raise CheckpointError(f"{source}: unexpected weight '{key}'; the checkpoint does not match its config.json")
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{source}: weight '{key}' has shape {list(tensor.shape)} but config.json implies "
-                f"{list(expected[key].shape)}; the weights and config.json do not belong together"
-            )
-    missing = [k for k in expected if k not in state and k.split(".", 1)[0] not in skip_heads]
-    if missing:
-        raise CheckpointError(
-            f"{source}: weight '{missing[0]}' is missing ({len(missing)} missing in all); the checkpoint is incomplete"
-        )
-    model.load_state_dict(state, strict=False)
 
 
 def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

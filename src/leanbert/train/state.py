@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from leanbert import __version__
-from leanbert.checkpoint import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, copy_tokenizer_files
+from leanbert.checkpoint import load_weights_checked, read_state_dict, write_checkpoint_files
 from leanbert.errors import CheckpointError
 from leanbert.io import atomic_directory
 
@@ -87,17 +87,12 @@ def save_training_checkpoint(
     """Write ``checkpoints/step-XXXXXXXX`` atomically and keep only the last ``keep_last``."""
     ckpt_root = directory / "checkpoints"
     target = ckpt_root / f"step-{state.step:08d}"
-    model_state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, groups = _optimizer_to_tensors(optimizer)
     extra = {**rng_state(), **(extra_tensors or {})}
     with atomic_directory(target) as tmp:
-        save_file(model_state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        write_checkpoint_files(tmp, model, tokenizer_dir=tokenizer_dir, metadata={"step": state.step})
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, str(tmp / "extra.safetensors"))
-        copy_tokenizer_files(tokenizer_dir, tmp)
-        model_cfg = {"leanbert_format": FORMAT_VERSION, "leanbert_version": __version__,
-                     "model": model.config.model_dump(mode="json"), "metadata": {"step": state.step}}
-        (tmp / CONFIG_NAME).write_text(json.dumps(model_cfg, indent=2) + "\n", encoding="utf-8")
         trainer = {"state": asdict(state), "optimizer_param_groups": groups, "config": config,
                    "leanbert_version": __version__}
         (tmp / "trainer_state.json").write_text(json.dumps(trainer, indent=2) + "\n", encoding="utf-8")
@@ -127,15 +122,12 @@ def load_training_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[TrainState, dict[str, Any], dict[str, torch.Tensor]]:
     """Restore model and optimiser in place; return (state, saved config, extra tensors)."""
-    from leanbert.checkpoint import read_state_dict
-    from leanbert.models.hf import _load_checked
-
     try:
         trainer = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
         state = TrainState(**trainer["state"])
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}/trainer_state.json is unreadable ({e}); delete this checkpoint to resume from the previous one") from None
-    _load_checked(model, read_state_dict(path), str(path))
+    load_weights_checked(model, read_state_dict(path), str(path))
     try:
         opt_tensors = load_file(str(path / "optimizer.safetensors"))
         extra = load_file(str(path / "extra.safetensors"))

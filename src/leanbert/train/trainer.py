@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -294,8 +293,13 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
             t0 = time.perf_counter()
             micro_batches = [next(stream) for _ in range(accum)]
             micro_batches = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in micro_batches]
-            n_pred = torch.tensor(float(sum(int((b["labels"] != -100).sum()) for b in micro_batches)), device=device)
+            # Global prediction count (device tensors, no host sync before the forward passes).
+            n_pred = torch.stack([(b["labels"] != -100).sum() for b in micro_batches]).sum().float()
             all_reduce_sum(n_pred)
+            logging_step = (state.step + 1) % cfg.log.every == 0 or state.step + 1 == total
+            tokens = torch.stack([b["attention_mask"].sum() if b.get("attention_mask") is not None
+                                  else torch.tensor(b["input_ids"].numel(), device=device)
+                                  for b in micro_batches]).sum().float()
             lr = lr_at(state.step, cfg.optim, total)
             set_lr(optimizer, lr)
             loss_sum = torch.zeros((), device=device)
@@ -319,17 +323,17 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
                     else:
                         loss.backward()
                 loss_sum += token_loss.detach().sum()
-                with torch.no_grad():
-                    valid = out.mlm_label_ids != -100
-                    pred = out.mlm_logits.detach().reshape(-1, out.mlm_logits.shape[-1]).argmax(-1)
-                    correct += (pred[valid] == out.mlm_label_ids[valid]).sum()
+                if logging_step:  # MLM accuracy only where it is logged (an argmax over the vocabulary)
+                    with torch.no_grad():
+                        pred = out.mlm_logits.detach().reshape(-1, out.mlm_logits.shape[-1]).argmax(-1)
+                        correct += ((pred == out.mlm_label_ids) & (out.mlm_label_ids != -100)).sum()
                 td.record_losses(out)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             clip = cfg.optim.clip_grad_norm
             params = [p for p in raw_model.parameters() if p.grad is not None]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
-            stats = torch.stack([loss_sum, correct, nsp_sum])
+            stats = torch.stack([loss_sum, correct.float(), nsp_sum, tokens])
             all_reduce_sum(stats)
             mlm_loss = float(stats[0] / n_pred.clamp(min=1))
             if not (math.isfinite(mlm_loss) and math.isfinite(float(grad_norm))):
@@ -350,10 +354,8 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
             state.step += 1
             steps_this_call += 1
             state.samples_seen += global_batch
-            tokens = torch.tensor(float(sum(int(b["attention_mask"].sum()) if b.get("attention_mask") is not None
-                                            else b["input_ids"].numel() for b in micro_batches)))
-            all_reduce_sum(tokens)
-            state.tokens_seen += int(tokens)
+            tokens = int(stats[3])  # all ranks, reduced with the other statistics
+            state.tokens_seen += tokens
             # Analytic FLOPs of what was really computed: per micro-batch (padding trimmed), all ranks.
             step_flops = world * sum(
                 td.flops_per_step(b["input_ids"].shape[0], b["input_ids"].shape[1],
@@ -361,7 +363,7 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
                                   state.step - 1)
                 for b in micro_batches)
             dt = time.perf_counter() - t0
-            tokens_window += int(tokens)
+            tokens_window += tokens
             time_window += dt
             flops_window += step_flops
             bar.update(1)
@@ -425,7 +427,3 @@ def _save(output_dir, model, optimizer, state, config_dump, data, td, cfg, dist)
                                  tokenizer_dir=data.tokenizer_dir, extra_tensors=td.state_dict(),
                                  keep_last=cfg.checkpoint.keep_last)
     barrier()
-
-
-def default_threads() -> int:
-    return max(1, (os.cpu_count() or 1))
