@@ -62,7 +62,6 @@ def build(shape: str, vocab: int, seq: int):
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         lb = leanbert.from_pretrained(d).train()
-    lb_fast = leanbert.from_pretrained  # noqa: F841 (same loader; the train path differs in precision/optimiser)
     return hf, lb
 
 

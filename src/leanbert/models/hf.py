@@ -27,8 +27,6 @@ HF_HEAD_PREFIXES = {
     "classifier": "classifier.",
     "span_qa": "qa_outputs.",
 }
-# Buffers and tied copies that transformers may save and leanbert does not need.
-IGNORED_HF_SUFFIXES = ("position_ids", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,8 @@ class HFAdapter:
         )
 
 
-def _adapter_for(hf_model_type: str) -> HFAdapter:
+def adapter_for(hf_model_type: str) -> HFAdapter:
+    """The adapter of a model_type (leanbert uses transformers' names: bert, mobilebert)."""
     if hf_model_type == "bert":
         return BERT_ADAPTER
     if hf_model_type == "mobilebert":
@@ -74,11 +73,6 @@ def _adapter_for(hf_model_type: str) -> HFAdapter:
     raise CheckpointError(
         f"transformers model_type '{hf_model_type}' is not supported; leanbert reads bert and mobilebert checkpoints"
     )
-
-
-def adapter_for_model_type(model_type: str) -> HFAdapter:
-    """The adapter of a leanbert model_type (the same names as transformers)."""
-    return _adapter_for(model_type)
 
 
 def is_hf_config(cfg: dict[str, Any]) -> bool:
@@ -97,7 +91,7 @@ def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: s
     from leanbert.config import load_model_config
     from leanbert.models.model import LeanbertModel
 
-    adapter = _adapter_for(str(cfg.get("model_type")))
+    adapter = adapter_for(str(cfg.get("model_type")))
     lb_cfg = adapter.config_from_hf(cfg)
     # BertForMaskedLM (and MobileBertForMaskedLM) have no pooler: build none rather than a random one.
     if not any(k.endswith("pooler.dense.weight") for k in state):
@@ -167,7 +161,7 @@ def _modern_name(key: str) -> str:
 def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(transformers config.json dict, transformers state dict) for a leanbert model."""
     config = model.config
-    adapter = adapter_for_model_type(config.model_type)
+    adapter = adapter_for(config.model_type)
     heads = list(config.heads)
     state = model.state_dict()
     prefix = adapter.base_prefix if heads else ""
