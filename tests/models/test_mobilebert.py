@@ -1,5 +1,5 @@
 """The MobileBERT family: configs, shapes, parameter counts, per-layer outputs, token
-dropping's split layer, NoNorm folding and leanbert's own checkpoint format (teacher too)."""
+dropping's split layer and leanbert's own checkpoint format (teacher too)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import leanbert
 from leanbert.config import model_preset
 from leanbert.errors import ConfigError
-from leanbert.models.mobilebert import NoNorm, fold_nonorm
+from leanbert.models.mobilebert import NoNorm
 
 VOCAB = 97
 
@@ -263,38 +263,6 @@ def test_training_step_with_token_dropping_router():
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert torch.isfinite(out.loss) and all(torch.isfinite(g).all() for g in grads)
     assert model.encoder.layers[1].ffns[0].up.weight.grad.abs().sum() > 0
-
-
-# --- inference: NoNorm folding ---------------------------------------------------------
-
-
-@pytest.mark.parametrize("preset", ["mobilebert-test", "mobilebert-tiny-test"])
-def test_folded_model_equals_unfolded(preset):
-    model = tiny(preset)
-    with torch.no_grad():  # make the folded parameters really matter
-        for m in model.modules():
-            if isinstance(m, NoNorm):
-                m.weight.uniform_(0.5, 2.0)
-    folded = fold_nonorm(model)
-    ids, mask = batch()
-    with torch.no_grad():
-        a, b = model(ids, mask), folded(ids, mask)
-    torch.testing.assert_close(b.last_hidden_state, a.last_hidden_state, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(b.mlm_logits, a.mlm_logits, atol=1e-5, rtol=1e-5)
-    assert not folded.training and folded.nonorm_folded
-    assert all(not (isinstance(m, NoNorm) and not m.folded) for m in folded.encoder.layers.modules())
-
-
-def test_fold_leaves_the_original_untouched():
-    model = tiny()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    fold_nonorm(model)
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-
-
-def test_fold_refuses_layer_norm_models():
-    with pytest.raises(ValueError, match="no_norm"):
-        fold_nonorm(tiny("ib-bert-test"))
 
 
 # --- leanbert's own format (the teacher included) --------------------------------------

@@ -46,14 +46,14 @@ layers themselves in fp32 would have given up most of fp16's speed. bf16 has fp3
 nothing changes there, and fp32 pays one branch per linear layer.
 
 Inference: the forward pass already avoids waste (Q and K in one matrix product, NoNorm as
-one ``addcmul``, fused ``scaled_dot_product_attention``); :func:`fold_nonorm` also folds every
-NoNorm into the linear layer before it (exact: ``g * (W h + b) + beta = (g W) h + (g b + beta)``),
-so the bottleneck norms cost nothing and each residual norm one ``addcmul``.
+one ``addcmul``, fused ``scaled_dot_product_attention``). In eval mode without gradients the
+encoder goes further (:mod:`leanbert.models.mobilebert_fast`): every NoNorm folded into the
+linear layer before it, the products that read the block input fused into one, weights
+pre-packed for oneDNN, ReLU fused into the product.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal
 
 import torch
@@ -62,9 +62,11 @@ from pydantic import field_validator, model_validator
 from torch import nn
 
 from leanbert.errors import CheckpointError
+from leanbert.models import mobilebert_fast as fast
 from leanbert.models.base import (
     EncoderBase,
     EncoderConfigBase,
+    EncoderOutput,
     LayerOutput,
     ModelFamily,
     Probability,
@@ -156,20 +158,15 @@ class MobileBertConfig(EncoderConfigBase):
 class NoNorm(nn.Module):
     """``x * gamma + beta`` (MobileBERT Sec. 3.3): LayerNorm without the statistics.
 
-    Called as ``norm(x, residual)`` it normalises ``x + residual``. After :func:`fold_nonorm`
-    (``folded``) gamma and beta live in the linear layer before it, and only the residual
-    still needs scaling: ``x + gamma * residual`` (one ``addcmul``), or ``x`` when there is none.
+    Called as ``norm(x, residual)`` it normalises ``x + residual``.
     """
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.bias = nn.Parameter(torch.zeros(size))
-        self.folded = False
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if self.folded:
-            return x if residual is None else torch.addcmul(x, residual, self.weight)
         if residual is not None:
             x = x + residual
         return torch.addcmul(self.bias, x, self.weight)
@@ -415,7 +412,12 @@ class MobileBertPooler(nn.Module):
 
 
 class MobileBertEncoder(EncoderBase):
-    """Trigram embeddings, L bottleneck blocks and the optional pooler."""
+    """Trigram embeddings, L bottleneck blocks and the optional pooler.
+
+    Inference (eval mode, no gradients, fp32, no autocast, no router or per-layer outputs)
+    takes the fast path of :mod:`leanbert.models.mobilebert_fast`: NoNorm folded, products
+    fused and pre-packed. Set ``fast_inference = False`` to run the modules instead.
+    """
 
     def __init__(self, cfg: MobileBertConfig) -> None:
         super().__init__()
@@ -423,6 +425,31 @@ class MobileBertEncoder(EncoderBase):
         self.embeddings = MobileBertEmbeddings(cfg)
         self.layers = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_layers))
         self.pooler = MobileBertPooler(cfg) if cfg.use_pooler else None
+        self.fast_inference = True
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        router: Any = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        if router is None and not output_hidden_states and not output_attentions and fast.eligible(self, input_ids):
+            hidden = fast.fast_forward(self, input_ids, attention_mask, token_type_ids)
+            pooled = self.pooler(hidden) if self.pooler is not None else None
+            return EncoderOutput(hidden, pooled)
+        return super().forward(
+            input_ids, attention_mask, token_type_ids, router=router,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+        )
+
+    def train(self, mode: bool = True) -> MobileBertEncoder:
+        if mode:
+            fast.drop_plan(self)
+        return super().train(mode)
 
 
 class MobileBertMLMHead(nn.Module):
@@ -465,68 +492,6 @@ def layer_flops(cfg: MobileBertConfig, n_queries: int, n_keys: int) -> int:
     macs += 2 * q * k * a  # scores and the weighted sum
     macs += q * a * a + cfg.num_feedforward_networks * 2 * q * a * f + q * a * h  # out, FFNs, output bottleneck
     return 2 * macs
-
-
-# --------------------------------------------------------------------------------------
-# Inference: fold NoNorm into the linear layers
-# --------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def _fold_into(layer: nn.Linear, norm: NoNorm) -> None:
-    """``g * (W h + b) + beta`` -> ``(g W) h + (g b + beta)``; the norm keeps g for the residual."""
-    g = norm.weight
-    layer.weight.mul_(g[:, None])
-    layer.bias.mul_(g).add_(norm.bias)
-    norm.folded = True
-
-
-@torch.no_grad()
-def _fold_embeddings(emb: MobileBertEmbeddings) -> None:
-    """``g * (P t + b + pos + type) + beta``: scale P, b and both tables by g, add beta to b."""
-    norm = emb.norm
-    if emb.projection is None:
-        return  # the word table is tied to the MLM decoder: it must not be rescaled
-    g = norm.weight
-    _fold_into(emb.projection, norm)
-    emb.position.weight.mul_(g)
-    emb.token_type.weight.mul_(g)
-
-
-def fold_nonorm(model: Any) -> Any:
-    """An equivalent copy of a NoNorm MobileBERT for inference (equal up to float rounding).
-
-    Every NoNorm is folded into the linear layer before it (exact in real arithmetic): the
-    bottleneck norms disappear and each residual norm becomes one ``addcmul``. The same
-    forward code runs on the folded weights (token dropping and attention outputs included).
-    The copy is in eval mode, without gradients, and for inference only: its weights are no
-    longer the checkpoint's, so do not train or save it.
-
-    Why explicit, not automatic in eval mode: on CPU the matrix products are ~84% of a layer's
-    time (batch 1 x 128, fp32, measured), so folding gains ~5% (benchmarks/bench_inference.py);
-    not enough to justify a hidden second copy of the weights that must track every update.
-    """
-    encoder = model.encoder if hasattr(model, "encoder") else model
-    cfg = encoder.config
-    if getattr(cfg, "model_type", None) != "mobilebert" or cfg.normalization_type != "no_norm":
-        raise ValueError("fold_nonorm applies to MobileBERT models with normalization_type no_norm")
-    if getattr(model, "nonorm_folded", False):
-        return model
-    folded = copy.deepcopy(model).eval()
-    enc = folded.encoder if hasattr(folded, "encoder") else folded
-    _fold_embeddings(enc.embeddings)
-    for layer in enc.layers:
-        _fold_into(layer.input_bottleneck.dense, layer.input_bottleneck.norm)
-        if layer.qk_bottleneck is not None:
-            _fold_into(layer.qk_bottleneck.dense, layer.qk_bottleneck.norm)
-        _fold_into(layer.attention.out, layer.attention.norm)
-        for ffn in layer.ffns:
-            _fold_into(ffn.down, ffn.norm)
-        _fold_into(layer.output_bottleneck.dense, layer.output_bottleneck.norm)
-    for p in folded.parameters():
-        p.requires_grad_(False)
-    folded.nonorm_folded = True
-    return folded
 
 
 # --------------------------------------------------------------------------------------
