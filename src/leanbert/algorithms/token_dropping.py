@@ -661,8 +661,10 @@ class TokenDropping:
     # Cost --------------------------------------------------------------------------
 
     def flops_per_step(
-        self, batch_size: int, seq_len: int, num_predictions: int, step: int | None = None
+        self, batch_size: int, seq_len: int, num_predictions: int, step: int | None = None,
+        last_layer_rows: int | None = None,
     ) -> int:
-        """Analytic training FLOPs of one step (3x forward), with dropping if active at ``step``."""
+        """Analytic training FLOPs of one step (3x forward), with dropping if active at ``step``
+        (``last_layer_rows``: see :func:`leanbert.train.flops.encoder_forward_flops`)."""
         plan = self.plan(seq_len) if self.dropping_at(step) else None
-        return train_step_flops(self.model_config, batch_size, seq_len, num_predictions, plan)
+        return train_step_flops(self.model_config, batch_size, seq_len, num_predictions, plan, last_layer_rows)

@@ -143,6 +143,45 @@ class LayerRouter(Protocol):
     def finish(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
 
+class LastLayerQueries:
+    """Runs the last layer only at the rows whose outputs are used (MLM pretraining).
+
+    With MLM labels at compact positions, only those rows (and [CLS] when a pooled output is
+    needed) of the last layer's output reach a loss. Its keys and values still come from
+    every token, but its queries, attention output, residual and feed-forward network run on
+    these rows alone (the layer's ``query_index``, as token dropping's split layer). The
+    losses and gradients are the full model's (up to float rounding); BERT-base at length
+    128 with 20 predictions saves ~7% of the encoder's FLOPs. Wraps another router (token
+    dropping) and applies only when the last layer sees every token.
+    """
+
+    def __init__(self, query_index: torch.Tensor, last: int, seq_len: int, inner: LayerRouter | None = None) -> None:
+        self.query_index = query_index
+        self.last = last
+        self.seq_len = seq_len
+        self.inner = inner
+        self.applied = False
+
+    def before_layer(
+        self, index: int, hidden: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        query_index = None
+        if self.inner is not None:
+            hidden, key_mask, query_index = self.inner.before_layer(index, hidden, key_mask)
+        if index == self.last and query_index is None and hidden.shape[1] == self.seq_len:
+            self.applied = True
+            query_index = self.query_index
+        return hidden, key_mask, query_index
+
+    def after_layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden if self.inner is None else self.inner.after_layer(index, hidden)
+
+    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.applied or self.inner is None:
+            return hidden
+        return self.inner.finish(hidden)
+
+
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """[B, S] 1/0 mask -> boolean [B, 1, 1, S] (True = attend) for scaled_dot_product_attention."""
     if attention_mask is None:

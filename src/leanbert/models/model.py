@@ -12,6 +12,12 @@ With labels, MLM logits are computed only where they are needed: at the position
 label is not -100 (full-length labels), or at ``mlm_positions`` [B, P] with labels [B, P]
 (the compact list the masking collator makes). This is the main saving of the MLM head
 during pretraining: V = 30522 columns for ~15% of the tokens instead of all of them.
+
+With compact ``mlm_positions`` the last layer also runs only where its output is used
+(:class:`~leanbert.models.base.LastLayerQueries`: queries at the predicted positions and
+[CLS], keys and values from all tokens); ``last_hidden_state`` then holds those rows
+``[B, (1 +) P, H]``, their positions in ``extras["last_hidden_positions"]``. Same losses and
+gradients; set ``model.sparse_last_layer = False`` for full-length states.
 """
 
 from __future__ import annotations
@@ -20,7 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanbert.models.base import EncoderConfigBase, LayerRouter, ModelOutput, gather_positions
+from leanbert.models.base import (
+    EncoderConfigBase,
+    LastLayerQueries,
+    LayerRouter,
+    ModelOutput,
+    gather_positions,
+)
 from leanbert.models.heads import ClassifierHead, NSPHead, SpanQAHead
 
 IGNORE_INDEX = -100
@@ -47,6 +59,7 @@ class LeanbertModel(nn.Module):
         n_out = 1 if config.problem_type == "regression" else config.num_labels
         self.classifier = ClassifierHead(hidden, n_out, dropout) if "classifier" in heads else None
         self.span_qa = SpanQAHead(hidden) if "span_qa" in heads else None
+        self.sparse_last_layer = True
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -75,6 +88,14 @@ class LeanbertModel(nn.Module):
                 params.pop(id(p), None)
         return sum(p.numel() for p in params.values())
 
+    def last_layer_rows(self, num_predictions: int) -> int | None:
+        """How many rows the last layer runs on in MLM pretraining with ``num_predictions``
+        compact prediction slots (None: all tokens; see the module docstring)."""
+        if not self.sparse_last_layer or self.mlm is None or self.span_qa is not None:
+            return None
+        needs_cls = self.encoder.pooler is not None or self.nsp is not None or self.classifier is not None
+        return num_predictions + int(needs_cls)
+
     def mlm_decoder_weight(self) -> torch.Tensor:
         return self.encoder.embeddings.word.weight
 
@@ -94,6 +115,15 @@ class LeanbertModel(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
+        sparse = None
+        if labels is not None and mlm_positions is not None and not output_hidden_states and not output_attentions:
+            n_rows = self.last_layer_rows(mlm_positions.shape[1])
+            if n_rows is not None:
+                rows = mlm_positions
+                if n_rows > rows.shape[1]:  # [CLS] first, for the pooled output
+                    rows = torch.cat([torch.zeros_like(rows[:, :1]), rows], dim=1)
+                sparse = LastLayerQueries(rows, len(self.encoder.layers) - 1, input_ids.shape[1], router)
+                router = sparse
         enc = self.encoder(
             input_ids,
             attention_mask,
@@ -120,6 +150,11 @@ class LeanbertModel(nn.Module):
                     out.mlm_logits = self.mlm(last, self.mlm_decoder_weight())
                 else:
                     out.mlm_logits = self.mlm(gather_positions(last, mlm_positions), self.mlm_decoder_weight())
+            elif sparse is not None and sparse.applied:  # last holds the rows: ([CLS],) predictions
+                out.extras["last_hidden_positions"] = sparse.query_index
+                offset = sparse.query_index.shape[1] - mlm_positions.shape[1]
+                self._mlm_loss(out, last[:, offset:], labels, None, compact=True)
+                losses.append(out.mlm_loss)
             else:
                 self._mlm_loss(out, last, labels, mlm_positions)
                 losses.append(out.mlm_loss)
@@ -155,10 +190,15 @@ class LeanbertModel(nn.Module):
         return out
 
     def _mlm_loss(
-        self, out: ModelOutput, last: torch.Tensor, labels: torch.Tensor, mlm_positions: torch.Tensor | None
+        self, out: ModelOutput, last: torch.Tensor, labels: torch.Tensor, mlm_positions: torch.Tensor | None,
+        compact: bool = False,
     ) -> None:
-        """Logits and per-token cross entropy only at the prediction positions."""
-        if mlm_positions is not None:
+        """Logits and per-token cross entropy only at the prediction positions (``compact``:
+        ``last`` already holds exactly those rows, [B, P, H])."""
+        if compact:
+            hidden = last
+            flat_labels = labels.reshape(-1)
+        elif mlm_positions is not None:
             # Compact list [B, P]: padded slots carry label -100; they are computed (fixed
             # shapes, no host sync) but ignored by the loss.
             if mlm_positions.shape != labels.shape:

@@ -97,38 +97,49 @@ def _layer_cost(config: Any) -> Callable[[Any, int, int], int]:
     return cost
 
 
-def encoder_forward_flops(config: Any, seq_len: int, plan: DropPlan | None = None) -> int:
-    """Forward FLOPs of the encoder layers for one sequence of ``seq_len`` (padded) tokens."""
+def encoder_forward_flops(
+    config: Any, seq_len: int, plan: DropPlan | None = None, last_layer_rows: int | None = None
+) -> int:
+    """Forward FLOPs of the encoder layers for one sequence of ``seq_len`` (padded) tokens.
+
+    ``last_layer_rows``: the last layer's queries run on that many rows only (MLM pretraining,
+    :class:`leanbert.models.base.LastLayerQueries`) when it sees every token, i.e. unless
+    a drop plan keeps it on the kept tokens (``plan.end == num_layers`` or ``plan.start`` last).
+    """
     num_layers, n = config.num_layers, seq_len
     cost = _layer_cost(config)
-    if plan is None:
-        return num_layers * cost(config, n, n)
-    if plan.end > num_layers:
+    if plan is not None and plan.end > num_layers:
         raise ValueError(f"drop plan end {plan.end} is beyond the model's {num_layers} layers")
-    k = min(plan.keep, n)
+    k = n if plan is None else min(plan.keep, n)
     total = 0
     for i in range(num_layers):
-        if i == plan.start:
+        if plan is not None and i == plan.start:
             total += cost(config, k, n)  # the split layer
-        elif plan.start < i < plan.end:
+        elif plan is not None and plan.start < i < plan.end:
             total += cost(config, k, k)
+        elif i == num_layers - 1 and last_layer_rows is not None:
+            total += cost(config, min(last_layer_rows, n), n)
         else:
             total += cost(config, n, n)
     return total
 
 
-def forward_flops(config: Any, seq_len: int, num_predictions: int, plan: DropPlan | None = None) -> int:
+def forward_flops(
+    config: Any, seq_len: int, num_predictions: int, plan: DropPlan | None = None,
+    last_layer_rows: int | None = None,
+) -> int:
     """Forward FLOPs for one sequence: encoder plus the MLM head on ``num_predictions``
     (padded) prediction slots. Pass ``num_predictions=0`` for an encoder without MLM head."""
     # The MLM head of every family: dense h x h, then a decoder from h wide to V
     # (MobileBERT's split decoder, 128 + 384 columns, is also h x V).
     head = mlm_head_flops(num_predictions, config.hidden_size, config.vocab_size)
-    return encoder_forward_flops(config, seq_len, plan) + head
+    return encoder_forward_flops(config, seq_len, plan, last_layer_rows) + head
 
 
 def train_step_flops(
-    config: Any, batch_size: int, seq_len: int, num_predictions: int, plan: DropPlan | None = None
+    config: Any, batch_size: int, seq_len: int, num_predictions: int, plan: DropPlan | None = None,
+    last_layer_rows: int | None = None,
 ) -> int:
     """FLOPs of one training step (forward + backward = 3x forward) on a batch of
     ``batch_size`` sequences padded to ``seq_len`` with ``num_predictions`` MLM slots each."""
-    return TRAINING_MULTIPLIER * batch_size * forward_flops(config, seq_len, num_predictions, plan)
+    return TRAINING_MULTIPLIER * batch_size * forward_flops(config, seq_len, num_predictions, plan, last_layer_rows)

@@ -253,6 +253,15 @@ class _PretrainForward(torch.nn.Module):
         return res
 
 
+def _step_flops(td: Any, model: Any, batch: dict[str, torch.Tensor], step: int) -> int:
+    """Analytic FLOPs of one micro-batch: the padded shapes the kernels ran on."""
+    size, seq_len = batch["input_ids"].shape
+    if batch.get("mlm_positions") is None:
+        return td.flops_per_step(size, seq_len, seq_len, step)
+    slots = batch["labels"].shape[1]
+    return td.flops_per_step(size, seq_len, slots, step, last_layer_rows=model.last_layer_rows(slots))
+
+
 def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, device, output_dir: Path,
           micro: int, accum: int, config_dump: dict, stop_after: int | None, resumed: bool) -> PretrainResult:
     from tqdm import tqdm
@@ -357,11 +366,7 @@ def _loop(cfg, data, model, optimizer, td, state: TrainState, dist: DistInfo, de
             tokens = int(stats[3])  # all ranks, reduced with the other statistics
             state.tokens_seen += tokens
             # Analytic FLOPs of what was really computed: per micro-batch (padding trimmed), all ranks.
-            step_flops = world * sum(
-                td.flops_per_step(b["input_ids"].shape[0], b["input_ids"].shape[1],
-                                  b["labels"].shape[1] if b.get("mlm_positions") is not None else b["input_ids"].shape[1],
-                                  state.step - 1)
-                for b in micro_batches)
+            step_flops = world * sum(_step_flops(td, raw_model, b, state.step - 1) for b in micro_batches)
             dt = time.perf_counter() - t0
             tokens_window += tokens
             time_window += dt
