@@ -72,7 +72,8 @@ from leanbert.models.base import (
     Probability,
     gather_positions,
 )
-from leanbert.models.bert import Activation, activation, explicit_attention
+from leanbert.models.bert import Activation, activation, attention, explicit_attention
+from leanbert.models.dropout import Dropout
 from leanbert.models.hf import HFAdapter, add_head_keys, linear_keys, tied_mlm_keys
 
 NormType = Literal["no_norm", "layer_norm"]
@@ -228,7 +229,7 @@ def attend(
             return attend(q.float(), k.float(), v.float(), key_mask, dropout_p, output_attentions)
     if output_attentions:
         return explicit_attention(q, k, v, key_mask, dropout_p)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p), None, None
+    return attention(q, k, v, key_mask, dropout_p), None, None
 
 
 # --------------------------------------------------------------------------------------
@@ -253,7 +254,7 @@ class MobileBertEmbeddings(nn.Module):
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = make_norm(cfg, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.dropout = Dropout(cfg.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
@@ -355,7 +356,7 @@ class OutputBottleneck(nn.Module):
     def __init__(self, cfg: MobileBertConfig) -> None:
         super().__init__()
         self.dense = Linear(cfg.intra_bottleneck_size, cfg.hidden_size)
-        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.dropout = Dropout(cfg.hidden_dropout)
         self.norm = make_norm(cfg, cfg.hidden_size)
 
     def forward(self, h: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
