@@ -27,6 +27,7 @@ from leanbert.models.base import (
     gather_positions,
 )
 from leanbert.models.dropout import Dropout, dropout
+from leanbert.models.linear import Linear, linear
 
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
 
@@ -103,8 +104,8 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.hidden_size // cfg.num_heads
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.out = Linear(cfg.hidden_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.attention_dropout = cfg.attention_dropout
         self.dropout = Dropout(cfg.hidden_dropout)
@@ -127,8 +128,8 @@ class BertSelfAttention(nn.Module):
         else:  # split layer: queries (and residuals) from the kept positions only
             residual = gather_positions(x, query_index)
             w, bias = self.qkv.weight, self.qkv.bias
-            q = self._heads(F.linear(residual, w[:h], bias[:h]))
-            kv = F.linear(x, w[h:], bias[h:]).view(b, s, 2, self.num_heads, self.head_dim)
+            q = self._heads(linear(residual, w[:h], bias[:h]))
+            kv = linear(x, w[h:], bias[h:]).view(b, s, 2, self.num_heads, self.head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4)
         scores = probs = None
         if output_attentions:
@@ -170,8 +171,8 @@ def explicit_attention(
 class BertFeedForward(nn.Module):
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.up = Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = Dropout(cfg.hidden_dropout)
@@ -201,7 +202,7 @@ class BertLayer(nn.Module):
 class BertPooler(nn.Module):
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(hidden[:, 0]))
@@ -227,13 +228,13 @@ class BertMLMHead(nn.Module):
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+        return linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
 
 
 FAMILY = ModelFamily("bert", BertConfig, BertEncoder, BertMLMHead)

@@ -75,6 +75,7 @@ from leanbert.models.base import (
 from leanbert.models.bert import Activation, activation, attention, explicit_attention
 from leanbert.models.dropout import Dropout
 from leanbert.models.hf import HFAdapter, add_head_keys, linear_keys, tied_mlm_keys
+from leanbert.models.linear import linear as onednn_linear
 
 NormType = Literal["no_norm", "layer_norm"]
 
@@ -201,10 +202,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
     Under fp16 autocast each token's input is divided by a power of two ``s >= 1`` with
     ``|x / s| <= 1`` (exact in floating point), the product runs in fp16, and the output is
-    scaled back in fp32: ``(W (x / s)) * s + b``. Otherwise (fp32, bf16) it is ``F.linear``.
+    scaled back in fp32: ``(W (x / s)) * s + b``. Otherwise (fp32, bf16) it is
+:func:`leanbert.models.linear.linear` (``F.linear``, on oneDNN for fp32 on CPU).
     """
     if not _fp16_autocast(x):
-        return F.linear(x, weight, bias)
+        return onednn_linear(x, weight, bias)
     amax = x.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1.0)
     scale = torch.exp2(torch.ceil(torch.log2(amax)))
     out = F.linear(x / scale, weight)
@@ -472,7 +474,7 @@ class MobileBertMLMHead(nn.Module):
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.act(self.dense(hidden)))
         e = word_embeddings.shape[1]
-        return F.linear(h[..., :e], word_embeddings, self.bias) + h[..., e:] @ self.decoder_extra
+        return onednn_linear(h[..., :e], word_embeddings, self.bias) + h[..., e:] @ self.decoder_extra
 
 
 def layer_flops(cfg: MobileBertConfig, n_queries: int, n_keys: int) -> int:

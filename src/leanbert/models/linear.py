@@ -1,0 +1,96 @@
+"""Linear layers on oneDNN's fp32 matrix product (CPU).
+
+PyTorch's ``F.linear`` multiplies fp32 matrices on CPU with MKL. oneDNN, which PyTorch also
+ships (``torch.ops.mkldnn._linear_pointwise``, the kernel ``torch.compile`` lowers CPU linear
+layers to), is faster at the shapes of BERT training and inference on this machine
+(AVX-512, 2 threads; ``benchmarks/bench_pretrain.py`` times the whole step):
+
+==========================  ==========  ==========
+product (M x K x N)         MKL GFLOP/s oneDNN
+==========================  ==========  ==========
+2048 x 768 x 3072 (fwd)     169         212
+2048 x 3072 x 768 (fwd)     200         218
+2048 x 768 x 3072 (grad x)  187         218
+==========================  ==========  ==========
+
+:func:`linear` is ``F.linear`` with that product for fp32 CPU tensors outside autocast
+(forward and the input gradient; the weight gradient stays ``mm``, which is as fast there).
+Results equal ``F.linear`` up to float rounding (summation order). Elsewhere (CUDA, bf16 or
+fp16 autocast, under a dispatch mode such as ``FlopCounterMode``, a PyTorch without the
+kernel) it is ``F.linear`` itself.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+
+@functools.cache
+def onednn_available() -> bool:
+    """Whether this PyTorch has oneDNN's fp32 linear kernel (checked once, on a tiny product)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        x, w = torch.ones(2, 3), torch.ones(4, 3)
+        out = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+    except RuntimeError:
+        return False
+    return bool(torch.equal(out, torch.full((2, 4), 3.0)))
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        flat = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(grad, weight.t(), None)
+        if ctx.needs_input_grad[1]:
+            grad_w = flat.t().mm(x.reshape(-1, x.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = flat.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`linear` takes oneDNN for these operands."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() >= 2
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and _get_current_dispatch_mode() is None  # FLOP counters, fake tensors: the plain op
+        and onednn_available()
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, on oneDNN for fp32 CPU tensors (see the module docstring)."""
+    if use_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` through :func:`linear` (same parameters, names and initialisation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
