@@ -14,7 +14,7 @@ needs_onednn = pytest.mark.skipif(not lin.onednn_available(), reason="this PyTor
 
 @needs_onednn
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", [(4, 7, 16), (9, 16)])
+@pytest.mark.parametrize("shape", [(4, 32, 16), (70, 16)])
 def test_values_and_gradients_equal_f_linear(shape, bias):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g, requires_grad=True)
@@ -34,19 +34,29 @@ def test_values_and_gradients_equal_f_linear(shape, bias):
 @needs_onednn
 def test_strided_inputs_and_weight_slices():
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(6, 32, generator=g)[:, ::2]  # non-contiguous columns
+    x = torch.randn(80, 32, generator=g)[:, ::2]  # non-contiguous columns
     w = torch.randn(24, 16, generator=g)[8:]  # a row slice, as token dropping's split layer takes
     torch.testing.assert_close(lin.linear(x, w), F.linear(x, w), atol=1e-5, rtol=1e-5)
 
 
-def test_falls_back_to_f_linear_under_autocast_other_dtypes_and_dispatch_modes():
-    x, w = torch.randn(3, 4), torch.randn(5, 4)
+@needs_onednn
+def test_without_gradients_gives_the_same_values():
+    x, w, b = torch.randn(100, 16), torch.randn(8, 16, requires_grad=True), torch.randn(8)
+    with torch.no_grad():
+        out = lin.linear(x, w, b)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, F.linear(x, w, b), atol=1e-5, rtol=1e-5)
+
+
+def test_falls_back_to_f_linear_for_few_rows_autocast_other_dtypes_and_dispatch_modes():
+    assert not lin.use_onednn(torch.randn(lin.MIN_ROWS - 1, 4), torch.randn(5, 4))
+    x, w = torch.randn(lin.MIN_ROWS, 4), torch.randn(5, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not lin.use_onednn(x, w)
     assert not lin.use_onednn(x.double(), w.double())
     with FlopCounterMode(display=False) as counter:
         lin.linear(x, w)
-    assert counter.get_total_flops() == 2 * 3 * 4 * 5
+    assert counter.get_total_flops() == 2 * lin.MIN_ROWS * 4 * 5
 
 
 def test_linear_module_keeps_nn_linear_names_and_init():
