@@ -66,3 +66,15 @@ def test_linear_module_keeps_nn_linear_names_and_init():
     b = torch.nn.Linear(4, 3)
     assert a.state_dict().keys() == b.state_dict().keys()
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_leaves_the_kernels_to_torch_compile(monkeypatch):
+    from leanbert.models import dropout as drop
+
+    x, w = torch.randn(lin.MIN_ROWS, 4), torch.randn(5, 4)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not lin.use_onednn(x, w)
+    called = []
+    monkeypatch.setattr(drop.F, "dropout", lambda *a, **k: called.append(1) or a[0])
+    drop.dropout(x, 0.1)
+    assert called == [1]

@@ -148,7 +148,7 @@ def attention(
     computation written out with :func:`leanbert.models.dropout.dropout`'s cheaper mask
     (torch's CPU kernel falls back to this math path with dropout anyway, plus a
     ``bernoulli_`` mask: ~20% slower fwd+bwd at BERT-base 16x128)."""
-    if dropout_p == 0.0 or q.device.type != "cpu":
+    if dropout_p == 0.0 or q.device.type != "cpu" or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
     scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
     if key_mask is not None:

@@ -7,7 +7,8 @@ elements instead (``random_`` on int64), keeps 31 of each 32 and compares them w
 ``p * 2**31``: the same Bernoulli(1 - p) keep mask (resolution 2**-31, finer than a float32
 uniform's 2**-24), at about a third of the cost. Kept values are scaled by ``1 / (1 - p)``.
 It uses torch's default CPU generator, so ``torch.manual_seed`` and saved RNG states
-reproduce it. Elsewhere (CUDA) it is ``F.dropout``, whose fused kernels are fast already.
+reproduce it. Elsewhere (CUDA, or under ``torch.compile``, which generates its own mask) it is
+``F.dropout``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``F.dropout(x, p, training)`` with the cheaper CPU mask (see the module docstring)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0:
+    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
         return F.dropout(x, p, training=True)
     return _MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 

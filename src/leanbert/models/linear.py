@@ -16,8 +16,8 @@ product (M x K x N)         MKL GFLOP/s oneDNN
 :func:`linear` is ``F.linear`` with that product for fp32 CPU tensors outside autocast
 (forward and the input gradient; the weight gradient stays ``mm``, which is as fast there).
 Results equal ``F.linear`` up to float rounding (summation order). Elsewhere (CUDA, bf16 or
-fp16 autocast, under a dispatch mode such as ``FlopCounterMode``, a PyTorch without the
-kernel) it is ``F.linear`` itself.
+fp16 autocast, under a dispatch mode such as ``FlopCounterMode``, under ``torch.compile``,
+a PyTorch without the kernel) it is ``F.linear`` itself.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.numel() >= MIN_ROWS * x.shape[-1]
         and not torch.is_autocast_enabled("cpu")
         and _get_current_dispatch_mode() is None  # FLOP counters, fake tensors: the plain op
+        and not torch.compiler.is_compiling()  # torch.compile picks its own kernels
         and onednn_available()
     )
 
