@@ -42,8 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--length", type=int, default=128, help="sequence length (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=20, help="timed rounds, one call per candidate each")
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared machine more threads wait on each other)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: PyTorch's default, all cores, as users run it; "
+                        "--threads 1 is steadier on a busy machine)")
     p.add_argument("--no-bert", action="store_true", help="leave BERT-base out (faster)")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -102,6 +103,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     from leanbert.io import atomic_write_json
 
+    if args.threads is None:
+        args.threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         candidates, max_diff = build_candidates(args, Path(tmp))

@@ -38,11 +38,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from leanbert.models.linear import onednn_available
+
 __all__ = ["eligible", "fast_forward", "drop_plan"]
 
 
 def _onednn_ok() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return onednn_available()
+
+
+_POINTWISE = torch.ops.mkldnn._linear_pointwise.default if _onednn_ok() else None  # looked up once
+_NO_SCALARS: list = []
 
 
 @dataclass
@@ -62,7 +68,7 @@ class _Linear:
 
     def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         if self.onednn:
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "relu" if relu else "none", [], "")
+            return _POINTWISE(x, self.weight, self.bias, "relu" if relu else "none", _NO_SCALARS, "")
         out = torch.addmm(self.bias, x, self.weight)
         return out.relu_() if relu else out
 
