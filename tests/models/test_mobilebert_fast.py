@@ -33,12 +33,9 @@ def model_for(arch: str, heads: list[str] | None = None, **more):
     return model
 
 
-def batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, VOCAB, (3, 12), generator=g)
-    mask = torch.ones(3, 12, dtype=torch.long)
-    mask[1, 8:] = 0
-    mask[2, 5:] = 0
+@pytest.fixture
+def batch(padded_batch):
+    ids, mask = padded_batch
     types = torch.zeros_like(ids)
     types[:, 6:] = 1
     return ids, mask, types
@@ -62,34 +59,34 @@ def fast_path(model, *args, **kw):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_fast_path_equals_module_path(arch):
+def test_fast_path_equals_module_path(arch, batch):
     model = model_for(arch)
-    ids, mask, types = batch()
+    ids, mask, types = batch
     ref = module_path(model, ids, mask, types)
     out = fast_path(model, ids, mask, types)
     torch.testing.assert_close(out.last_hidden_state, ref.last_hidden_state, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.mlm_logits, ref.mlm_logits, atol=1e-4, rtol=1e-5)
 
 
-def test_fast_path_without_onednn_equals_module_path(monkeypatch):
+def test_fast_path_without_onednn_equals_module_path(monkeypatch, batch):
     monkeypatch.setattr(fast, "_onednn_ok", lambda: False)
     model = model_for("mobilebert")
-    ids, mask, types = batch()
+    ids, mask, types = batch
     out = fast_path(model, ids, mask)
     assert not fast._PLANS[model.encoder].blocks[0].first.onednn
     torch.testing.assert_close(out.last_hidden_state, module_path(model, ids, mask).last_hidden_state,
                                atol=1e-5, rtol=1e-5)
 
 
-def test_fast_path_pooler_and_classifier_equal_module_path():
+def test_fast_path_pooler_and_classifier_equal_module_path(batch):
     model = model_for("mobilebert", heads=["classifier"], use_pooler=True)
-    ids, mask, _ = batch()
+    ids, mask, _ = batch
     ref, out = module_path(model, ids, mask), fast_path(model, ids, mask)
     torch.testing.assert_close(out.pooled_output, ref.pooled_output, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out.logits, ref.logits, atol=1e-5, rtol=1e-5)
 
 
-def test_fast_path_matches_transformers(tmp_path):
+def test_fast_path_matches_transformers(tmp_path, batch):
     transformers = pytest.importorskip("transformers")
     cfg = transformers.MobileBertConfig(vocab_size=VOCAB, hidden_size=64, embedding_size=16, num_hidden_layers=2,
                                         num_attention_heads=4, intra_bottleneck_size=32, true_hidden_size=32,
@@ -102,7 +99,7 @@ def test_fast_path_matches_transformers(tmp_path):
                 p.uniform_(0.5, 2.0) if name.endswith("weight") else p.normal_(0.0, 0.5)
     hf.save_pretrained(tmp_path)
     ours = leanbert.from_pretrained(tmp_path)
-    ids, mask, types = batch()
+    ids, mask, types = batch
     with torch.inference_mode():
         ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
         out = ours(ids, mask, types).last_hidden_state
@@ -112,12 +109,12 @@ def test_fast_path_matches_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["train", "grad", "hidden_states", "attentions", "bf16", "layer_norm", "disabled"])
-def test_fast_path_runs_only_when_nothing_needs_the_modules(case, monkeypatch):
+def test_fast_path_runs_only_when_nothing_needs_the_modules(case, monkeypatch, batch):
     taken = []
     monkeypatch.setattr(fast, "fast_forward", lambda *a: taken.append(1))
     model = model_for("mobilebert") if case != "layer_norm" else leanbert.build_model(
         "ib-bert-test", vocab_size=VOCAB, max_position_embeddings=64).eval()
-    ids, mask, _ = batch()
+    ids, mask, _ = batch
     kw = {}
     if case == "train":
         model.train()
@@ -138,9 +135,9 @@ def test_fast_path_runs_only_when_nothing_needs_the_modules(case, monkeypatch):
     assert taken == [] and out.last_hidden_state.shape == (3, 12, 64)
 
 
-def test_plan_follows_in_place_weight_changes():
+def test_plan_follows_in_place_weight_changes(batch):
     model = model_for("mobilebert")
-    ids, mask, _ = batch()
+    ids, mask, _ = batch
     before = fast_path(model, ids, mask).last_hidden_state
     with torch.no_grad():
         model.encoder.layers[1].ffns[0].norm.weight.mul_(1.5)
@@ -150,10 +147,10 @@ def test_plan_follows_in_place_weight_changes():
     torch.testing.assert_close(after, module_path(model, ids, mask).last_hidden_state, atol=1e-5, rtol=1e-5)
 
 
-def test_plan_follows_load_state_dict_and_training_drops_it():
+def test_plan_follows_load_state_dict_and_training_drops_it(batch):
     model, other = model_for("mobilebert"), leanbert.build_model(
         "mobilebert-test", vocab_size=VOCAB, max_position_embeddings=64, heads=["mlm"]).eval()
-    ids, mask, _ = batch()
+    ids, mask, _ = batch
     fast_path(model, ids, mask)
     model.load_state_dict(other.state_dict())
     with torch.inference_mode():
@@ -163,12 +160,12 @@ def test_plan_follows_load_state_dict_and_training_drops_it():
     assert model.encoder not in fast._PLANS
 
 
-def test_plan_is_not_part_of_the_state_dict_or_copies():
+def test_plan_is_not_part_of_the_state_dict_or_copies(batch):
     import copy
 
     model = model_for("mobilebert")
     keys = set(model.state_dict())
-    ids, mask, _ = batch()
+    ids, mask, _ = batch
     fast_path(model, ids, mask)
     assert set(model.state_dict()) == keys
     clone = copy.deepcopy(model)

@@ -23,22 +23,18 @@ def build(family: str, heads: list[str]):
                                 use_pooler="nsp" in heads, attention_dropout=0.0, hidden_dropout=0.0)
 
 
-def batch():
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(5, VOCAB, (3, 12), generator=g)
-    mask = torch.ones(3, 12, dtype=torch.long)
-    mask[1, 8:] = 0
-    mask[2, 5:] = 0
-    ids[mask == 0] = 0
+@pytest.fixture
+def batch(padded_batch):
+    ids, mask = padded_batch
     positions = torch.tensor([[2, 5, 9], [1, 7, 0], [3, 0, 0]])
     labels = torch.tensor([[11, 12, 13], [14, 15, -100], [16, -100, -100]])
     return ids, mask, positions, labels
 
 
-def loss_and_grads(model, sparse: bool, router=None):
+def loss_and_grads(model, batch, sparse: bool, router=None):
     model.sparse_last_layer = sparse
     model.zero_grad(set_to_none=True)
-    ids, mask, positions, labels = batch()
+    ids, mask, positions, labels = batch
     kw = {"next_sentence_label": torch.tensor([0, 1, 0])} if model.nsp is not None else {}
     out = model(ids, mask, labels=labels, mlm_positions=positions, router=router, **kw)
     out.loss.backward()
@@ -47,10 +43,10 @@ def loss_and_grads(model, sparse: bool, router=None):
 
 @pytest.mark.parametrize("family", ["bert", "mobilebert"])
 @pytest.mark.parametrize("heads", [["mlm"], ["mlm", "nsp"]])
-def test_losses_and_gradients_equal_the_full_last_layer(family, heads):
+def test_losses_and_gradients_equal_the_full_last_layer(family, heads, batch):
     model = build(family, heads)
-    full, g_full = loss_and_grads(model, sparse=False)
-    sparse, g_sparse = loss_and_grads(model, sparse=True)
+    full, g_full = loss_and_grads(model, batch, sparse=False)
+    sparse, g_sparse = loss_and_grads(model, batch, sparse=True)
     torch.testing.assert_close(sparse.loss, full.loss, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(sparse.mlm_token_loss, full.mlm_token_loss, atol=1e-6, rtol=1e-6)
     if "nsp" in heads:
@@ -61,9 +57,9 @@ def test_losses_and_gradients_equal_the_full_last_layer(family, heads):
 
 
 @pytest.mark.parametrize("heads, rows", [(["mlm"], 3), (["mlm", "nsp"], 4)])
-def test_last_hidden_state_holds_the_predicted_rows_then(heads, rows):
+def test_last_hidden_state_holds_the_predicted_rows_then(heads, rows, batch):
     model = build("bert", heads)
-    out, _ = loss_and_grads(model, sparse=True)
+    out, _ = loss_and_grads(model, batch, sparse=True)
     assert out.last_hidden_state.shape == (3, rows, 32)
     assert out.extras["last_hidden_positions"].shape == (3, rows)
     assert model.last_layer_rows(3) == rows
@@ -71,24 +67,24 @@ def test_last_hidden_state_holds_the_predicted_rows_then(heads, rows):
     assert model.last_layer_rows(3) is None
 
 
-def test_full_length_labels_or_inference_keep_every_row():
+def test_full_length_labels_or_inference_keep_every_row(batch):
     model = build("bert", ["mlm"]).eval()
-    ids, mask, positions, labels = batch()
+    ids, mask, positions, labels = batch
     full_labels = torch.full_like(ids, -100).scatter_(1, positions, labels)
     assert model(ids, mask, labels=full_labels).last_hidden_state.shape == (3, 12, 32)
     assert model(ids, mask).last_hidden_state.shape == (3, 12, 32)
 
 
 @pytest.mark.parametrize("end, applied", [(2, True), (3, False)])
-def test_combines_with_token_dropping_when_the_last_layer_sees_every_token(end, applied):
+def test_combines_with_token_dropping_when_the_last_layer_sees_every_token(end, applied, batch):
     model = build("bert", ["mlm"])
     kept = torch.tensor([[0, 2, 5, 9, 11], [0, 1, 4, 7, 8], [0, 3, 4, 6, 7]])
 
     def router():
         return TokenDroppingRouter(kept, start=1, end=end)
 
-    full, g_full = loss_and_grads(model, sparse=False, router=router())
-    sparse, g_sparse = loss_and_grads(model, sparse=True, router=router())
+    full, g_full = loss_and_grads(model, batch, sparse=False, router=router())
+    sparse, g_sparse = loss_and_grads(model, batch, sparse=True, router=router())
     assert (sparse.last_hidden_state.shape[1] == 3) is applied
     torch.testing.assert_close(sparse.loss, full.loss, atol=1e-6, rtol=1e-6)
     for name in g_full:
