@@ -131,8 +131,9 @@ def bench_shape(args: argparse.Namespace, batch: int, seq_len: int) -> dict[str,
 
     t_drop, t_full = statistics.median(times[True]), statistics.median(times[False])
     cpu_saving = 1 - statistics.median(cpu[True]) / statistics.median(cpu[False])
-    f_full = train_step_flops(model.config, batch, seq_len, num_pred)
-    f_drop = train_step_flops(model.config, batch, seq_len, num_pred, td.plan(seq_len))
+    rows = model.last_layer_rows(num_pred)  # both runs take the last layer at the predictions only
+    f_full = train_step_flops(model.config, batch, seq_len, num_pred, last_layer_rows=rows)
+    f_drop = train_step_flops(model.config, batch, seq_len, num_pred, td.plan(seq_len), last_layer_rows=rows)
     measured = 1 - t_drop / t_full
     predicted = 1 - f_drop / f_full
     paired = statistics.median(1 - d / f for d, f in zip(times[True], times[False], strict=True))
