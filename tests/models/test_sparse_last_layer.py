@@ -99,3 +99,10 @@ def test_flops_count_the_last_layer_on_its_rows():
     assert encoder_forward_flops(cfg, n) == 3 * full_layer
     assert encoder_forward_flops(cfg, n, last_layer_rows=21) == 2 * full_layer + last
     assert train_step_flops(cfg, 2, n, 20, last_layer_rows=21) < train_step_flops(cfg, 2, n, 20)
+
+
+def test_positions_and_labels_of_different_shapes_are_refused(batch):
+    model = build("bert", ["mlm"])
+    ids, mask, positions, labels = batch
+    with pytest.raises(ValueError, match="same shape"):
+        model(ids, mask, labels=labels[:, :2], mlm_positions=positions)

@@ -115,6 +115,8 @@ class LeanbertModel(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ModelOutput:
+        if labels is not None and mlm_positions is not None and mlm_positions.shape != labels.shape:
+            raise ValueError("mlm_positions and labels must have the same shape [batch, predictions]")
         sparse = None
         if labels is not None and mlm_positions is not None and not output_hidden_states and not output_attentions:
             n_rows = self.last_layer_rows(mlm_positions.shape[1])
@@ -201,8 +203,6 @@ class LeanbertModel(nn.Module):
         elif mlm_positions is not None:
             # Compact list [B, P]: padded slots carry label -100; they are computed (fixed
             # shapes, no host sync) but ignored by the loss.
-            if mlm_positions.shape != labels.shape:
-                raise ValueError("mlm_positions and labels must have the same shape [batch, predictions]")
             hidden = gather_positions(last, mlm_positions)
             flat_labels = labels.reshape(-1)
         else:
