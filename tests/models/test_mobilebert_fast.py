@@ -69,7 +69,7 @@ def test_fast_path_equals_module_path(arch, batch):
 
 
 def test_fast_path_without_onednn_equals_module_path(monkeypatch, batch):
-    monkeypatch.setattr(fast, "_onednn_ok", lambda: False)
+    monkeypatch.setattr(fast, "onednn_available", lambda: False)
     model = model_for("mobilebert")
     ids, mask, types = batch
     out = fast_path(model, ids, mask)

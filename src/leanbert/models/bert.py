@@ -144,25 +144,24 @@ class BertSelfAttention(nn.Module):
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float
 ) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``; on CPU with attention dropout (training), the same
-    computation written out with :func:`leanbert.models.dropout.dropout`'s cheaper mask
+    """``F.scaled_dot_product_attention``; on CPU with attention dropout (training),
+    :func:`explicit_attention` with :func:`leanbert.models.dropout.dropout`'s cheaper mask
     (torch's CPU kernel falls back to this math path with dropout anyway, plus a
     ``bernoulli_`` mask: ~20% slower fwd+bwd at BERT-base 16x128)."""
     if dropout_p == 0.0 or q.device.type != "cpu" or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
-    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
-    if key_mask is not None:
-        scores = scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
-    return dropout(scores.softmax(dim=-1), dropout_p) @ v
+    return explicit_attention(q, k, v, key_mask, dropout_p)[0]
 
 
 def explicit_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Attention with the scores and probabilities materialised (for knowledge transfer)."""
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    """Attention with the scores and probabilities materialised (for knowledge transfer):
+    ``(ctx, scores, probs)``, scores scaled by 1/sqrt(d) and masked (the scaling is applied to
+    the queries, the smaller tensor)."""
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
     if key_mask is not None:
-        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+        scores = scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
     probs = scores.softmax(dim=-1)
     ctx = dropout(probs, dropout_p) @ v
     return ctx, scores, probs
@@ -200,9 +199,11 @@ class BertLayer(nn.Module):
 
 
 class BertPooler(nn.Module):
-    def __init__(self, cfg: BertConfig) -> None:
+    """``tanh(W h[CLS] + b)`` (BERT's pooler; MobileBERT's too, with its fp16-safe linear layer)."""
+
+    def __init__(self, cfg: EncoderConfigBase, linear_cls: type[nn.Linear] = Linear) -> None:
         super().__init__()
-        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = linear_cls(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dense(hidden[:, 0]))

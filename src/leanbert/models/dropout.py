@@ -13,6 +13,8 @@ reproduce it. Elsewhere (CUDA, or under ``torch.compile``, which generates its o
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,9 +24,7 @@ _LOW_31_BITS = 0x7FFFFFFF7FFFFFFF
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """A bool mask of ``shape``, each element True with probability ``1 - p`` (independently)."""
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     bits = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_()
     bits.bitwise_and_(_LOW_31_BITS)  # two uniform 31-bit integers per int64
     threshold = int(round(p * 2**31))

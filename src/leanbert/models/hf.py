@@ -196,6 +196,12 @@ def linear_keys(m: dict[str, list[str]], lb: str, hf: str) -> None:
     m[f"{lb}.bias"] = [f"{hf}.bias"]
 
 
+def embedding_table_keys(m: dict[str, list[str]]) -> None:
+    """The word, position and token-type tables, named alike in transformers' BERT and MobileBERT."""
+    for name in ("word", "position", "token_type"):
+        m[f"encoder.embeddings.{name}.weight"] = [f"embeddings.{name}_embeddings.weight"]
+
+
 def add_head_keys(m: dict[str, list[str]], config: Any) -> None:
     """Head parameters, named alike in transformers' BERT and MobileBERT classes (a family with
     extra MLM parameters, like MobileBERT's 384-wide decoder part, adds those itself)."""
@@ -286,9 +292,7 @@ def bert_key_map(config: Any) -> dict[str, list[str]]:
     def lin(lb: str, hf: str) -> None:
         linear_keys(m, lb, hf)
 
-    m["encoder.embeddings.word.weight"] = ["embeddings.word_embeddings.weight"]
-    m["encoder.embeddings.position.weight"] = ["embeddings.position_embeddings.weight"]
-    m["encoder.embeddings.token_type.weight"] = ["embeddings.token_type_embeddings.weight"]
+    embedding_table_keys(m)
     lin("encoder.embeddings.norm", "embeddings.LayerNorm")
     for i in range(config.num_layers):
         lb, hf = f"encoder.layers.{i}", f"encoder.layer.{i}"

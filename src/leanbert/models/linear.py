@@ -39,14 +39,21 @@ def onednn_available() -> bool:
         return False
     try:
         x, w = torch.ones(2, 3), torch.ones(4, 3)
-        out = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+        out = onednn_product(x, w, None)
     except RuntimeError:
         return False
     return bool(torch.equal(out, torch.full((2, 4), 3.0)))
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+def onednn_product(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` (then ``activation``: "none" or "relu") on oneDNN; ``weight`` may be
+    a plain ``[out, in]`` tensor or one packed by ``torch.ops.mkldnn._reorder_linear_weight``."""
+    return torch.ops.mkldnn._linear_pointwise.default(x, weight, bias, activation, _NO_SCALARS, "")
+
+
+_NO_SCALARS: list = []
 
 
 class _OneDNNLinear(torch.autograd.Function):
@@ -54,7 +61,7 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn_product(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -62,7 +69,7 @@ class _OneDNNLinear(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         flat = grad.reshape(-1, grad.shape[-1])
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn(grad, weight.t(), None)
+            grad_x = onednn_product(grad, weight.t(), None)
         if ctx.needs_input_grad[1]:
             grad_w = flat.t().mm(x.reshape(-1, x.shape[-1]))
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -91,7 +98,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _OneDNNLinear.apply(x, weight, bias)
-    return _onednn(x, weight, bias)  # no graph to record: skip the autograd.Function overhead
+    return onednn_product(x, weight, bias)  # no graph to record: skip the autograd.Function overhead
 
 
 class Linear(nn.Linear):

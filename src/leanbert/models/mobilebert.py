@@ -72,9 +72,15 @@ from leanbert.models.base import (
     Probability,
     gather_positions,
 )
-from leanbert.models.bert import Activation, activation, attention, explicit_attention
+from leanbert.models.bert import Activation, BertPooler, activation, attention, explicit_attention
 from leanbert.models.dropout import Dropout
-from leanbert.models.hf import HFAdapter, add_head_keys, linear_keys, tied_mlm_keys
+from leanbert.models.hf import (
+    HFAdapter,
+    add_head_keys,
+    embedding_table_keys,
+    linear_keys,
+    tied_mlm_keys,
+)
 from leanbert.models.linear import linear as onednn_linear
 
 NormType = Literal["no_norm", "layer_norm"]
@@ -403,17 +409,6 @@ class MobileBertLayer(nn.Module):
         return out
 
 
-class MobileBertPooler(nn.Module):
-    """tanh(W h[CLS] + b), as transformers' pooler with ``classifier_activation: true``."""
-
-    def __init__(self, cfg: MobileBertConfig) -> None:
-        super().__init__()
-        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
-
-
 class MobileBertEncoder(EncoderBase):
     """Trigram embeddings, L bottleneck blocks and the optional pooler.
 
@@ -427,7 +422,7 @@ class MobileBertEncoder(EncoderBase):
         self.config = cfg
         self.embeddings = MobileBertEmbeddings(cfg)
         self.layers = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_layers))
-        self.pooler = MobileBertPooler(cfg) if cfg.use_pooler else None
+        self.pooler = BertPooler(cfg, Linear) if cfg.use_pooler else None
         self.fast_inference = True
 
     def forward(
@@ -601,9 +596,7 @@ def key_map(config: MobileBertConfig) -> dict[str, list[str]]:
     def lin(lb: str, hf: str) -> None:
         linear_keys(m, lb, hf)
 
-    m["encoder.embeddings.word.weight"] = ["embeddings.word_embeddings.weight"]
-    m["encoder.embeddings.position.weight"] = ["embeddings.position_embeddings.weight"]
-    m["encoder.embeddings.token_type.weight"] = ["embeddings.token_type_embeddings.weight"]
+    embedding_table_keys(m)
     if config.trigram_input or config.embedding_size != config.hidden_size:
         lin("encoder.embeddings.projection", "embeddings.embedding_transformation")
     lin("encoder.embeddings.norm", "embeddings.LayerNorm")

@@ -38,17 +38,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from leanbert.models.linear import onednn_available
+from leanbert.models.linear import onednn_available, onednn_product
 
 __all__ = ["eligible", "fast_forward", "drop_plan"]
-
-
-def _onednn_ok() -> bool:
-    return onednn_available()
-
-
-_POINTWISE = torch.ops.mkldnn._linear_pointwise.default if _onednn_ok() else None  # looked up once
-_NO_SCALARS: list = []
 
 
 @dataclass
@@ -68,7 +60,7 @@ class _Linear:
 
     def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         if self.onednn:
-            return _POINTWISE(x, self.weight, self.bias, "relu" if relu else "none", _NO_SCALARS, "")
+            return onednn_product(x, self.weight, self.bias, "relu" if relu else "none")
         out = torch.addmm(self.bias, x, self.weight)
         return out.relu_() if relu else out
 
@@ -172,7 +164,7 @@ def _plan(encoder: torch.nn.Module, device: torch.device) -> _Plan:
     if plan is not None and plan.signature == _signature(plan.parameters):
         return plan
     parameters = tuple(encoder.parameters())  # ~1 ms for MobileBERT: done on rebuilds only
-    onednn = device.type == "cpu" and _onednn_ok()
+    onednn = device.type == "cpu" and onednn_available()
     try:
         blocks = _build(encoder, onednn)
     except RuntimeError:  # a oneDNN build without this kernel: the same plan with addmm
