@@ -15,11 +15,22 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real data not found at {SHARED_DATA} (../shared/data beside the checkout)")
-    return SHARED_DATA
+@pytest.fixture(scope="session")
+def shared_file():
+    """``shared_file("glue/SST-2")``: that path under ../shared/data, or skip the test."""
+
+    def get(relative: str) -> Path:
+        path = SHARED_DATA / relative
+        if not path.exists():
+            pytest.skip(f"real data not found at {path} (../shared/data beside the checkout)")
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared_file) -> Path:
+    return shared_file("")
 
 
 @pytest.fixture(scope="session")

