@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal, Protocol
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from torch import nn
 
 from leanbert.config import StrictConfig
@@ -35,28 +35,31 @@ from leanbert.config import StrictConfig
 HeadName = Literal["mlm", "nsp", "classifier", "span_qa"]
 
 
+def _positive(v: int) -> int:
+    if v < 1:
+        raise ValueError("must be a positive integer")
+    return v
+
+
+# A size or count: a positive integer.
+Size = Annotated[int, AfterValidator(_positive)]
+
+
 class EncoderConfigBase(StrictConfig):
     """Fields shared by every encoder family: vocabulary, positions, heads and task outputs."""
 
     model_type: str
-    vocab_size: int = 30522
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
+    vocab_size: Size = 30522
+    max_position_embeddings: Size = 512
+    type_vocab_size: Size = 2
     pad_token_id: int = 0
     initializer_range: float = 0.02
     heads: list[HeadName] = Field(default_factory=lambda: ["mlm"])
-    num_labels: int = 2
+    num_labels: Size = 2
     problem_type: Literal["single_label_classification", "regression"] = (
         "single_label_classification"
     )
     classifier_dropout: Probability | None = None
-
-    @field_validator("vocab_size", "max_position_embeddings", "type_vocab_size", "num_labels")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be a positive integer")
-        return v
 
     @field_validator("heads")
     @classmethod

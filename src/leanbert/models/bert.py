@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 from torch import nn
 
 from leanbert.models.base import (
@@ -24,6 +24,7 @@ from leanbert.models.base import (
     LayerOutput,
     ModelFamily,
     Probability,
+    Size,
     gather_positions,
 )
 from leanbert.models.dropout import Dropout, dropout
@@ -36,22 +37,16 @@ class BertConfig(EncoderConfigBase):
     """BERT hyper-parameters (names follow the paper: L layers, H hidden, A heads)."""
 
     model_type: Literal["bert"] = "bert"
-    hidden_size: int = 768
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
+    hidden_size: Size = 768
+    num_layers: Size = 12
+    num_heads: Size = 12
+    intermediate_size: Size = 3072
     hidden_act: Activation = "gelu"
     hidden_dropout: Probability = 0.1
     attention_dropout: Probability = 0.1
     layer_norm_eps: float = 1e-12
     use_pooler: bool = True
 
-    @field_validator("hidden_size", "num_layers", "num_heads", "intermediate_size")
-    @classmethod
-    def _positive_size(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be a positive integer")
-        return v
 
     @model_validator(mode="after")
     def _check_heads(self) -> BertConfig:

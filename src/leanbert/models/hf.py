@@ -224,13 +224,52 @@ def tied_mlm_keys(config: Any) -> dict[str, str]:
             "cls.predictions.decoder.bias": "mlm.bias"}
 
 
+# leanbert config field -> transformers config key, for the fields BERT and MobileBERT share.
+_SHARED_FIELDS = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers",
+    "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size",
+    "hidden_dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "max_position_embeddings": "max_position_embeddings",
+    "type_vocab_size": "type_vocab_size",
+    "layer_norm_eps": "layer_norm_eps",
+    "initializer_range": "initializer_range",
+}
+_ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                "relu": "relu", "silu": "silu", "swish": "silu"}
+_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
+
+
+def shared_config_from_hf(cfg: dict[str, Any], config_cls: Any) -> dict[str, Any]:
+    """The shared fields of a transformers config; a key it omits takes the family's default
+    (``config_cls``'s, equal to transformers' own)."""
+    defaults = {name: field.default for name, field in config_cls.model_fields.items()}
+    act = cfg.get("hidden_act", _ACT_TO_HF[defaults["hidden_act"]])
+    if act not in _ACT_FROM_HF:
+        raise CheckpointError(f"hidden_act '{act}' is not supported; use one of {', '.join(_ACT_FROM_HF)}")
+    out = {lb: cfg.get(hf, defaults[lb]) for lb, hf in _SHARED_FIELDS.items()}
+    out["hidden_act"] = _ACT_FROM_HF[act]
+    out["pad_token_id"] = cfg.get("pad_token_id") or 0
+    if cfg.get("classifier_dropout") is not None:
+        out["classifier_dropout"] = cfg["classifier_dropout"]
+    return out
+
+
+def shared_config_to_hf(config: Any) -> dict[str, Any]:
+    """The shared fields of a leanbert config, as transformers names them."""
+    out = {hf: getattr(config, lb) for lb, hf in _SHARED_FIELDS.items()}
+    out.update(hidden_act=_ACT_TO_HF[config.hidden_act], pad_token_id=config.pad_token_id,
+               classifier_dropout=config.classifier_dropout, tie_word_embeddings=True)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # BERT
 # --------------------------------------------------------------------------------------
 
-_BERT_ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                     "relu": "relu", "silu": "silu", "swish": "silu"}
-_BERT_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
 
 
 def bert_config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -240,50 +279,13 @@ def bert_config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
         )
     if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
         raise CheckpointError("decoder BERT checkpoints (is_decoder / cross-attention) are not supported")
-    act = cfg.get("hidden_act", "gelu")
-    if act not in _BERT_ACT_FROM_HF:
-        raise CheckpointError(f"hidden_act '{act}' is not supported; use one of {', '.join(_BERT_ACT_FROM_HF)}")
-    out = {
-        "model_type": "bert",
-        "vocab_size": cfg.get("vocab_size", 30522),
-        "hidden_size": cfg.get("hidden_size", 768),
-        "num_layers": cfg.get("num_hidden_layers", 12),
-        "num_heads": cfg.get("num_attention_heads", 12),
-        "intermediate_size": cfg.get("intermediate_size", 3072),
-        "hidden_act": _BERT_ACT_FROM_HF[act],
-        "hidden_dropout": cfg.get("hidden_dropout_prob", 0.1),
-        "attention_dropout": cfg.get("attention_probs_dropout_prob", 0.1),
-        "max_position_embeddings": cfg.get("max_position_embeddings", 512),
-        "type_vocab_size": cfg.get("type_vocab_size", 2),
-        "layer_norm_eps": cfg.get("layer_norm_eps", 1e-12),
-        "initializer_range": cfg.get("initializer_range", 0.02),
-        "pad_token_id": cfg.get("pad_token_id") or 0,
-    }
-    if cfg.get("classifier_dropout") is not None:
-        out["classifier_dropout"] = cfg["classifier_dropout"]
-    return out
+    from leanbert.models.bert import BertConfig
+
+    return {"model_type": "bert", **shared_config_from_hf(cfg, BertConfig)}
 
 
 def bert_config_to_hf(config: Any) -> dict[str, Any]:
-    return {
-        "model_type": "bert",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.intermediate_size,
-        "hidden_act": _BERT_ACT_TO_HF[config.hidden_act],
-        "hidden_dropout_prob": config.hidden_dropout,
-        "attention_probs_dropout_prob": config.attention_dropout,
-        "max_position_embeddings": config.max_position_embeddings,
-        "type_vocab_size": config.type_vocab_size,
-        "layer_norm_eps": config.layer_norm_eps,
-        "initializer_range": config.initializer_range,
-        "pad_token_id": config.pad_token_id,
-        "position_embedding_type": "absolute",
-        "classifier_dropout": config.classifier_dropout,
-        "tie_word_embeddings": True,
-    }
+    return {"model_type": "bert", **shared_config_to_hf(config), "position_embedding_type": "absolute"}
 
 
 def bert_key_map(config: Any) -> dict[str, list[str]]:

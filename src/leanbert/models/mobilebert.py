@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 from torch import nn
 
 from leanbert.errors import CheckpointError
@@ -70,6 +70,7 @@ from leanbert.models.base import (
     LayerOutput,
     ModelFamily,
     Probability,
+    Size,
     gather_positions,
 )
 from leanbert.models.bert import Activation, BertPooler, activation, attention, explicit_attention
@@ -79,6 +80,8 @@ from leanbert.models.hf import (
     add_head_keys,
     embedding_table_keys,
     linear_keys,
+    shared_config_from_hf,
+    shared_config_to_hf,
     tied_mlm_keys,
 )
 from leanbert.models.linear import linear as onednn_linear
@@ -103,16 +106,16 @@ class MobileBertConfig(EncoderConfigBase):
     """
 
     model_type: Literal["mobilebert"] = "mobilebert"
-    hidden_size: int = 512
-    embedding_size: int = 128
+    hidden_size: Size = 512
+    embedding_size: Size = 128
     trigram_input: bool = True
-    num_layers: int = 24
-    num_heads: int = 4
-    intra_bottleneck_size: int = 128
+    num_layers: Size = 24
+    num_heads: Size = 4
+    intra_bottleneck_size: Size = 128
     key_query_shared_bottleneck: bool = True
     use_bottleneck_attention: bool = False
-    num_feedforward_networks: int = 4
-    intermediate_size: int = 512
+    num_feedforward_networks: Size = 4
+    intermediate_size: Size = 512
     hidden_act: Activation = "relu"
     normalization_type: NormType = "no_norm"
     hidden_dropout: Probability = 0.0
@@ -120,15 +123,6 @@ class MobileBertConfig(EncoderConfigBase):
     layer_norm_eps: float = 1e-12
     use_pooler: bool = False  # the authors' models classify on the [CLS] state; HF's default adds one
 
-    @field_validator(
-        "hidden_size", "embedding_size", "num_layers", "num_heads", "intra_bottleneck_size",
-        "num_feedforward_networks", "intermediate_size",
-    )
-    @classmethod
-    def _positive_size(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be a positive integer")
-        return v
 
     @model_validator(mode="after")
     def _check_shapes(self) -> MobileBertConfig:
@@ -496,11 +490,6 @@ def layer_flops(cfg: MobileBertConfig, n_queries: int, n_keys: int) -> int:
 # transformers interop
 # --------------------------------------------------------------------------------------
 
-_ACT_FROM_HF = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "silu": "silu", "swish": "silu"}
-_ACT_TO_HF = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "silu": "silu"}
-
-
 def config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
     """transformers ``MobileBertConfig`` -> leanbert config. One known difference: with
     ``normalization_type: layer_norm`` transformers builds the embedding LayerNorm and each
@@ -512,43 +501,25 @@ def config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
             "MobileBERT checkpoints without bottlenecks (use_bottleneck: false) are not supported; "
             "such a model is a BERT with NoNorm, which leanbert does not offer"
         )
-    act = cfg.get("hidden_act", "relu")
-    if act not in _ACT_FROM_HF:
-        raise CheckpointError(f"hidden_act '{act}' is not supported; use one of {', '.join(_ACT_FROM_HF)}")
     norm = cfg.get("normalization_type", "no_norm")
     if norm not in ("no_norm", "layer_norm"):
         raise CheckpointError(f"normalization_type '{norm}' is not supported; use no_norm or layer_norm")
     bottleneck_attention = bool(cfg.get("use_bottleneck_attention", False))
     # MobileBertForMaskedLM is built without the pooler whatever classifier_activation says.
     masked_lm_only = any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or [])
-    out = {
+    return {
         "model_type": "mobilebert",
-        "vocab_size": cfg.get("vocab_size", 30522),
-        "hidden_size": cfg.get("hidden_size", 512),
+        **shared_config_from_hf(cfg, MobileBertConfig),
         "embedding_size": cfg.get("embedding_size", 128),
         "trigram_input": cfg.get("trigram_input", True),
-        "num_layers": cfg.get("num_hidden_layers", 24),
-        "num_heads": cfg.get("num_attention_heads", 4),
         "intra_bottleneck_size": cfg.get("intra_bottleneck_size", 128),
         # With bottleneck attention transformers builds the shared bottleneck but never uses it.
         "key_query_shared_bottleneck": bool(cfg.get("key_query_shared_bottleneck", True)) and not bottleneck_attention,
         "use_bottleneck_attention": bottleneck_attention,
         "num_feedforward_networks": cfg.get("num_feedforward_networks", 4),
-        "intermediate_size": cfg.get("intermediate_size", 512),
-        "hidden_act": _ACT_FROM_HF[act],
         "normalization_type": norm,
-        "hidden_dropout": cfg.get("hidden_dropout_prob", 0.0),
-        "attention_dropout": cfg.get("attention_probs_dropout_prob", 0.1),
-        "max_position_embeddings": cfg.get("max_position_embeddings", 512),
-        "type_vocab_size": cfg.get("type_vocab_size", 2),
-        "layer_norm_eps": cfg.get("layer_norm_eps", 1e-12),
-        "initializer_range": cfg.get("initializer_range", 0.02),
-        "pad_token_id": cfg.get("pad_token_id") or 0,
         "use_pooler": bool(cfg.get("classifier_activation", True)) and not masked_lm_only,
     }
-    if cfg.get("classifier_dropout") is not None:
-        out["classifier_dropout"] = cfg["classifier_dropout"]
-    return out
 
 
 def config_to_hf(config: MobileBertConfig) -> dict[str, Any]:
@@ -561,31 +532,17 @@ def config_to_hf(config: MobileBertConfig) -> dict[str, Any]:
         )
     return {
         "model_type": "mobilebert",
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
+        **shared_config_to_hf(config),
         "embedding_size": config.embedding_size,
         "trigram_input": config.trigram_input,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
         "use_bottleneck": True,
         "intra_bottleneck_size": config.intra_bottleneck_size,
         "true_hidden_size": config.intra_bottleneck_size,
         "key_query_shared_bottleneck": config.key_query_shared_bottleneck,
         "use_bottleneck_attention": config.use_bottleneck_attention,
         "num_feedforward_networks": config.num_feedforward_networks,
-        "intermediate_size": config.intermediate_size,
-        "hidden_act": _ACT_TO_HF[config.hidden_act],
         "normalization_type": config.normalization_type,
-        "hidden_dropout_prob": config.hidden_dropout,
-        "attention_probs_dropout_prob": config.attention_dropout,
-        "max_position_embeddings": config.max_position_embeddings,
-        "type_vocab_size": config.type_vocab_size,
-        "layer_norm_eps": config.layer_norm_eps,
-        "initializer_range": config.initializer_range,
-        "pad_token_id": config.pad_token_id,
         "classifier_activation": config.use_pooler,
-        "classifier_dropout": config.classifier_dropout,
-        "tie_word_embeddings": True,
     }
 
 
