@@ -345,29 +345,26 @@ def postprocess_predictions(
     return predictions, na_scores, nbest_out
 
 
-def read_predictions(path: str | Path) -> dict[str, str]:
-    """A SQuAD predictions file: a JSON object mapping question id to answer text."""
+def _read_json_mapping(path: str | Path, what: str, value: str, value_types: tuple[type, ...]) -> dict:
+    """A JSON object mapping question id to a ``value`` (one of ``value_types``), or a DataError."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"predictions file not found: {path}")
+        raise DataError(f"{what} file not found: {path}")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DataError(f"{path} is not a JSON file; expected {{question id: answer text}}") from None
-    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
-        raise DataError(f"{path}: expected a JSON object mapping question id to answer text")
+        raise DataError(f"{path} is not a JSON file; expected {{question id: {value}}}") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, value_types) for v in obj.values()):
+        raise DataError(f"{path}: expected a JSON object mapping question id to {value}")
     return obj
+
+
+def read_predictions(path: str | Path) -> dict[str, str]:
+    """A SQuAD predictions file: a JSON object mapping question id to answer text."""
+    return _read_json_mapping(path, "predictions", "answer text", (str,))
 
 
 def read_na_probs(path: str | Path) -> dict[str, float]:
     """A no-answer probability (or score) file: a JSON object mapping question id to a number."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"no-answer probability file not found: {path}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DataError(f"{path} is not a JSON file; expected {{question id: probability}}") from None
-    if not isinstance(obj, dict) or not all(isinstance(v, (int, float)) for v in obj.values()):
-        raise DataError(f"{path}: expected a JSON object mapping question id to a number")
+    obj = _read_json_mapping(path, "no-answer probability", "a number", (int, float))
     return {k: float(v) for k, v in obj.items()}
