@@ -5,12 +5,13 @@ Candidates, interleaved round-robin in one run (the order rotates every round, s
 drifts on a shared machine hit all alike):
 
 - ``transformers``: ``transformers.MobileBertModel`` (default MobileBERT config, random weights);
-- ``leanbert``: the same weights through ``leanbert.from_pretrained``, exactly as it returns them
-  (in inference it takes the fast path of ``leanbert.models.mobilebert_fast``: NoNorm folded,
-  products fused and pre-packed for oneDNN);
-- ``leanbert-modules``: the same model with ``encoder.fast_inference = False`` (the module graph
-  that training runs), to show what the fast path adds;
-- ``bert-base``: leanbert BERT-base (random weights, no heads).
+- ``leanbert``: the same weights through ``leanbert.from_pretrained`` and
+  ``leanbert.optimize(model, for_training=False)``, what leanbert's inference paths run (the
+  fast path of ``leanbert.speedups.mobilebert_inference``: NoNorm folded, products fused and
+  pre-packed for oneDNN);
+- ``leanbert-modules``: the plain model as ``from_pretrained`` returns it (the module graph
+  that quantization and export see), to show what the speed-ups add;
+- ``bert-base``: leanbert BERT-base (random weights, no heads), optimised the same way.
 
 Reported: median and min latency per candidate and the speed-ups as medians of per-round
 ratios (paired, so they are robust to slow phases). Targets: leanbert >= 1.25x transformers'
@@ -59,9 +60,8 @@ def build_candidates(args: argparse.Namespace, workdir: Path) -> tuple[dict[str,
     torch.manual_seed(args.seed)
     hf = transformers.MobileBertModel(transformers.MobileBertConfig()).eval()
     hf.save_pretrained(workdir / "mobilebert")
-    ours = leanbert.from_pretrained(workdir / "mobilebert")
+    ours = leanbert.optimize(leanbert.from_pretrained(workdir / "mobilebert"), for_training=False)
     modules = leanbert.from_pretrained(workdir / "mobilebert")
-    modules.encoder.fast_inference = False
     g = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(1000, 30000, (1, args.length), generator=g)
     ids[0, 0], ids[0, -1] = 101, 102
@@ -75,7 +75,7 @@ def build_candidates(args: argparse.Namespace, workdir: Path) -> tuple[dict[str,
         "leanbert-modules": lambda: modules(ids, mask).last_hidden_state,
     }
     if not args.no_bert:
-        bert = leanbert.build_model("bert-base", heads=[]).eval()
+        bert = leanbert.optimize(leanbert.build_model("bert-base", heads=[]).eval(), for_training=False)
         candidates["bert-base"] = lambda: bert(ids, mask).last_hidden_state
     return candidates, max_diff
 

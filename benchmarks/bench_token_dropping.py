@@ -26,6 +26,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ import torch
 import leanbert
 from leanbert.algorithms.token_dropping import TokenDropping
 from leanbert.io import atomic_write_json
-from leanbert.train.flops import train_step_flops
+from leanbert.train.pretrain import MLMObjective
 
 RESULTS = Path(__file__).resolve().parent / "results" / "token_dropping.json"
 CLS, SEP, MASK, FIRST_WORD = 101, 102, 103, 999
@@ -96,7 +97,8 @@ def model_config(args: argparse.Namespace, seq_len: int) -> dict[str, Any]:
 
 def bench_shape(args: argparse.Namespace, batch: int, seq_len: int) -> dict[str, Any]:
     torch.manual_seed(args.seed)
-    model = leanbert.build_model(model_config(args, seq_len)).to(args.device).train()
+    model = leanbert.optimize(leanbert.build_model(model_config(args, seq_len)).to(args.device).train())
+    objective = MLMObjective()  # the trainer's MLM loss: last layer only at the predictions
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
     td = TokenDropping({"method": "token", "keep": args.keep}, model.config, device=args.device)
     gen = torch.Generator().manual_seed(args.seed)
@@ -109,13 +111,12 @@ def bench_shape(args: argparse.Namespace, batch: int, seq_len: int) -> dict[str,
         sync()
         t0, c0 = time.perf_counter(), time.process_time()
         router = td.router_for(b, i) if drop else None
-        out = model(b["input_ids"], b["attention_mask"], labels=b["labels"],
-                    mlm_positions=b["mlm_positions"], router=router)
-        out.loss.backward()
+        out = objective(model, b, router)
+        (out["loss.mlm"] / objective.counts(b)["mlm"]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if drop:
-            td.update_scores(out)
+            td.update_scores(SimpleNamespace(**out))
         sync()
         return time.perf_counter() - t0, time.process_time() - c0
 
@@ -131,9 +132,9 @@ def bench_shape(args: argparse.Namespace, batch: int, seq_len: int) -> dict[str,
 
     t_drop, t_full = statistics.median(times[True]), statistics.median(times[False])
     cpu_saving = 1 - statistics.median(cpu[True]) / statistics.median(cpu[False])
-    rows = model.last_layer_rows(num_pred)  # both runs take the last layer at the predictions only
-    f_full = train_step_flops(model.config, batch, seq_len, num_pred, last_layer_rows=rows)
-    f_drop = train_step_flops(model.config, batch, seq_len, num_pred, td.plan(seq_len), last_layer_rows=rows)
+    # Both runs take the last layer at the predictions only (the objective counts it).
+    f_full = objective.flops(model, batches[0], None)
+    f_drop = objective.flops(model, batches[0], td.layer_rows(seq_len, 0))
     measured = 1 - t_drop / t_full
     predicted = 1 - f_drop / f_full
     paired = statistics.median(1 - d / f for d, f in zip(times[True], times[False], strict=True))

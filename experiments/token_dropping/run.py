@@ -57,7 +57,7 @@ def prepare_data(args, work: Path) -> Path:
 
 def pretrain_run(args, data: Path, out: Path, variant: str, seed: int) -> dict:
     from leanbert.train.config import load_pretrain_config
-    from leanbert.train.trainer import pretrain
+    from leanbert.train.pretrain import pretrain
 
     sets = [*model_overrides(args), f"train.seed={seed}", f"token_dropping.method={variant}"]
     if variant != "none":

@@ -20,16 +20,19 @@ _LAZY = {
     "save_pretrained": "leanbert.checkpoint",
     "export_to_transformers": "leanbert.checkpoint",
     "build_model": "leanbert.models",
-    "load_model_config": "leanbert.config",
-    "model_preset": "leanbert.config",
-    "list_model_presets": "leanbert.config",
+    "load_model_config": "leanbert.models",
+    "model_preset": "leanbert.models",
+    "list_model_presets": "leanbert.models",
     "BertConfig": "leanbert.models.bert",
     "MobileBertConfig": "leanbert.models.mobilebert",
     "LeanbertModel": "leanbert.models.model",
-    "pretrain": "leanbert.train.trainer",
+    "pretrain": "leanbert.train.pretrain",
     "load_pretrain_config": "leanbert.train.config",
     "finetune": "leanbert.tasks.finetune",
     "LeanbertError": "leanbert.errors",
+    "optimize": "leanbert.speedups",
+    "restore": "leanbert.speedups",
+    "plain_modules": "leanbert.speedups",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +157,13 @@ def from_pretrained(
         random weights on purpose (e.g. a classifier for fine-tuning).
     overrides: config values to change (e.g. ``num_labels=3``, ``hidden_dropout=0.0``).
     """
-    from leanbert.models.hf import is_hf_config, load_hf_model
+    from leanbert.hf import is_hf_config
 
     directory = _check_directory(path)
     cfg = _read_config(directory)
     new_heads = list(new_heads or [])
-    state = None
     if is_hf_config(cfg):
-        state = read_state_dict(directory)
-        model = load_hf_model(cfg, state, str(directory), heads, new_heads, overrides)
+        model = _load_hf(directory, cfg, heads, new_heads, overrides)
     elif "leanbert_format" in cfg:
         model = _load_leanbert(directory, cfg, heads, new_heads, overrides)
     else:
@@ -172,7 +171,7 @@ def from_pretrained(
             f"{directory / CONFIG_NAME} is neither a leanbert nor a transformers config (no model_type); "
             "is this the right directory?"
         )
-    model.source_dir = directory
+    _SOURCES[model] = directory
     if dtype is not None:
         model = model.to(dtype=dtype)
     if device is not None:
@@ -180,9 +179,41 @@ def from_pretrained(
     return model.eval()
 
 
+# model -> the directory it was loaded from (its tokenizer files); weak, so nothing is kept
+# alive and nothing is attached to the module itself.
+_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def source_dir(model: torch.nn.Module) -> Path | None:
+    """The checkpoint directory ``model`` was loaded from by :func:`from_pretrained`, if any."""
+    return _SOURCES.get(model)
+
+
+def _load_hf(directory: Path, cfg: dict[str, Any], heads: list[str] | None, new_heads: list[str],
+             overrides: dict[str, Any]):
+    """A leanbert model from a transformers ``save_pretrained`` directory."""
+    from leanbert.hf import adapter_for, config_from_hf_checkpoint, heads_in_hf_state, state_from_hf
+    from leanbert.models import load_model_config
+    from leanbert.models.model import LeanbertModel
+
+    source = str(directory)
+    state = read_state_dict(directory)
+    lb_cfg = config_from_hf_checkpoint(cfg, state)
+    lb_cfg["heads"] = choose_heads(heads_in_hf_state(list(state)), heads, new_heads, source)
+    if "classifier" in new_heads:  # a fresh classifier: its width is the task's, not the checkpoint's
+        lb_cfg.pop("num_labels", None)
+        lb_cfg.pop("problem_type", None)
+    lb_cfg.update(overrides)
+    config = load_model_config(lb_cfg, f"{source}/config.json")
+    model = LeanbertModel(config)
+    lb_state = state_from_hf(adapter_for(config.model_type), config, state, source, skip_heads=set(new_heads))
+    load_weights_checked(model, lb_state, source, skip_heads=set(new_heads))
+    return model
+
+
 def _load_leanbert(directory: Path, cfg: dict[str, Any], heads: list[str] | None, new_heads: list[str],
                    overrides: dict[str, Any]):
-    from leanbert.config import load_model_config
+    from leanbert.models import load_model_config
     from leanbert.models.model import LeanbertModel
 
     fmt = cfg.get("leanbert_format")
@@ -233,7 +264,7 @@ def save_pretrained(model, path: str | Path, *, tokenizer_dir: str | Path | None
     """
 
     path = Path(path)
-    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else getattr(model, "source_dir", None)
+    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else source_dir(model)
     with atomic_directory(path) as tmp:
         write_checkpoint_files(tmp, model, tokenizer_dir=tokenizer_dir, metadata=metadata)
     return path
@@ -269,12 +300,12 @@ def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path
     tokenizer files) that ``transformers.AutoModel*`` classes load. ``model`` may be a path."""
     from safetensors.torch import save_file
 
-    from leanbert.models.hf import state_to_hf
+    from leanbert.hf import state_to_hf
 
     if isinstance(model, (str, Path)):
         model = from_pretrained(model)
     path = Path(path)
-    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else getattr(model, "source_dir", None)
+    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else source_dir(model)
     hf_cfg, state = state_to_hf(model)
     with atomic_directory(path) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})

@@ -4,8 +4,10 @@ Configuration is data. Every config class is a pydantic model that forbids unkno
 so a typo fails at load time with a message naming the key, the closest valid key and the
 allowed values, instead of being silently ignored deep inside a run.
 
-Model presets live as YAML files in ``leanbert/presets/models/``; later stages
-(pretraining, fine-tuning, distillation) add their own preset folders next to it.
+Presets live as YAML files in ``leanbert/presets/<kind>/``. :func:`load_config` is the one
+way every config kind is read: a preset name or a YAML file, then ``--set`` overrides, then
+validation. The model presets and the model-config registry live with the models
+(:mod:`leanbert.models`); this module knows nothing about any particular config.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
     kind = first["type"]
     if kind == "extra_forbidden":
         key = str(first["loc"][-1])
-        fields = list(cls.model_fields)
+        fields = list(_section_class(cls, first["loc"][:-1]).model_fields)
         hint = did_you_mean(key, fields)
         return (
             f"{source}: unknown key '{loc}'{hint}; valid keys are: {', '.join(sorted(fields))}"
@@ -51,6 +53,23 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
     if not first["loc"]:  # a whole-config check (model_validator): its message says it all
         return f"{source}: {msg}{more}"
     return f"{source}: bad value {shown} for key '{loc}': {msg}{more}"
+
+
+def _section_class(cls: type[BaseModel], path: Sequence[Any]) -> type[BaseModel]:
+    """The config class of the section at ``path`` (``("optim",)`` -> OptimConfig), so that an
+    unknown key is reported with the keys of its own section."""
+    import typing
+
+    for part in path:
+        field = cls.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            break
+        candidates = [field.annotation, *typing.get_args(field.annotation)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        cls = nested[0]
+    return cls
 
 
 def validate(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T:
@@ -153,23 +172,16 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
     return dict(data)
 
 
-def list_model_presets() -> list[str]:
-    return list_presets("models")
-
-
-def load_model_config(data: Mapping[str, Any], source: str = "model config") -> Any:
-    """Validate a model config mapping, dispatching on its ``model_type`` (default ``bert``)."""
-    from leanbert.models import config_class
-
-    model_type = data.get("model_type", "bert") if isinstance(data, Mapping) else "bert"
-    return validate(config_class(str(model_type), source), data, source)
-
-
-def model_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Any:
-    """A model config from a preset name (``bert-base``) or a YAML file, with overrides."""
-    p = Path(name_or_path)
-    if str(name_or_path).endswith((".yaml", ".yml")) or p.is_file():
-        data, source = load_yaml(p), str(p)
+def load_config(cls: type[T], kind: str, name_or_path: str | Path | Mapping[str, Any],
+                overrides: Sequence[str] = ()) -> T:
+    """The one way every config kind is loaded: a preset of ``kind`` (``presets/<kind>/``) or a
+    YAML file (or a mapping), then ``key=value`` overrides, then validation against ``cls``."""
+    if isinstance(name_or_path, Mapping):
+        data, source = dict(name_or_path), f"{kind} config"
     else:
-        data, source = load_preset("models", str(name_or_path)), f"preset '{name_or_path}'"
-    return load_model_config(apply_overrides(data, overrides), source)
+        p = Path(name_or_path)
+        if str(name_or_path).endswith((".yaml", ".yml")) or p.is_file():
+            data, source = load_yaml(p), str(p)
+        else:
+            data, source = load_preset(kind, str(name_or_path)), f"{kind.rstrip('s')} preset '{name_or_path}'"
+    return validate(cls, apply_overrides(data, overrides), source)

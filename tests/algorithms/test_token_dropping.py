@@ -438,12 +438,12 @@ def test_the_model_gains_no_parameters_or_buffers():
     assert set(model.state_dict()) == before
 
 
-def test_flops_per_step_counts_dropping_only_while_active():
+def test_layer_rows_change_only_while_dropping_is_active():
     model = tiny(num_layers=12)
-    td = TokenDropping({"method": "token", "final_full_phase": 1, **SPECIAL}, model.config, total_steps=10)
-    dropped, full = td.flops_per_step(8, 64, 10, step=0), td.flops_per_step(8, 64, 10, step=9)
-    assert dropped < full
-    assert full == TokenDropping({"method": "none"}, model.config).flops_per_step(8, 64, 10, step=0)
+    td = TokenDropping({"method": "token", "keep": 32, "final_full_phase": 1, **SPECIAL}, model.config, total_steps=10)
+    assert td.layer_rows(64, step=0) == [(64, 64)] * 5 + [(32, 64)] + [(32, 32)] * 5 + [(64, 64)]
+    assert td.layer_rows(64, step=9) is None  # the final full phase
+    assert TokenDropping({"method": "none"}, model.config).layer_rows(64, step=0) is None
 
 
 def test_special_ids_come_from_the_tokenizer_unless_set():

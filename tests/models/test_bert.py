@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import leanbert
-from leanbert.config import model_preset
 from leanbert.errors import ConfigError
+from leanbert.models import model_preset
 
 
 def tiny(**kw):

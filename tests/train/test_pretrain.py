@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from leanbert.errors import ConfigError
 from leanbert.train.config import load_pretrain_config
+from leanbert.train.pretrain import TrainingDiverged, pretrain
 from leanbert.train.state import list_checkpoints
-from leanbert.train.trainer import TrainingDiverged, pretrain
 
 TINY = [
     "model.preset=bert-tiny", "model.hidden_size=32", "model.num_heads=2", "model.intermediate_size=64",
@@ -111,20 +111,20 @@ def test_sigterm_saves_a_checkpoint_and_exits(prepared, tmp_path):
 
 
 def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(prepared, tmp_path, monkeypatch):
-    from leanbert.models.model import LeanbertModel
+    from leanbert.train.pretrain import MLMObjective
 
-    real_forward = LeanbertModel.forward
+    real_call = MLMObjective.__call__
     calls = {"n": 0}
 
-    def poisoned(self, *a, **k):
-        out = real_forward(self, *a, **k)
-        if self.training:
+    def poisoned(self, model, batch, router=None):
+        out = real_call(self, model, batch, router)
+        if model.training:
             calls["n"] += 1
             if calls["n"] == 5:
-                out.mlm_token_loss = out.mlm_token_loss * float("nan")
+                out["loss.mlm"] = out["loss.mlm"] * float("nan")
         return out
 
-    monkeypatch.setattr(LeanbertModel, "forward", poisoned)
+    monkeypatch.setattr(MLMObjective, "__call__", poisoned)
     with pytest.raises(TrainingDiverged, match=r"loss became nan .*at step 5;.*step-00000004"):
         pretrain(cfg("train.max_steps=10", "checkpoint.every=2", "eval.every=1000"), prepared, tmp_path / "run")
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-00000002", "step-00000004"]

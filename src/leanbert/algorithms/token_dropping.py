@@ -73,13 +73,14 @@ Trainer contract (see :class:`TokenDropping`)::
     td.update_scores(out)                            # every step, on every rank
     eval_router = td.router_for(batch, None, training=False)   # None unless evaluate_with_dropping
     extra_tensors = td.state_dict()                  # into the training checkpoint
-    flops = td.flops_per_step(batch_size, seq_len, num_predictions, step)
+    rows = td.layer_rows(seq_len, step)              # per-layer (queries, keys) for the FLOP count
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -87,7 +88,6 @@ from pydantic import Field, StrictFloat, StrictInt, field_validator, model_valid
 
 from leanbert.config import StrictConfig
 from leanbert.errors import CheckpointError, ConfigError
-from leanbert.train.flops import DropPlan, train_step_flops
 
 IGNORE_INDEX = -100
 
@@ -116,6 +116,43 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Configuration
 # --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DropPlan:
+    """Which layers drop tokens and how many tokens stay.
+
+    ``start`` is the split layer (its queries are the kept tokens, its keys all tokens);
+    layers ``start+1 .. end-1`` run on the ``keep`` kept tokens only; layer ``end`` (if
+    ``end < num_layers``) runs on all tokens again, the dropped ones restored.
+    The reference (Hou et al. 2022) uses ``start = L/2 - 1``, ``end = L - 1``.
+    """
+
+    start: int
+    end: int
+    keep: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.end:
+            raise ValueError(f"drop plan needs 0 <= start < end, got start={self.start}, end={self.end}")
+        if self.keep < 1:
+            raise ValueError(f"drop plan needs keep >= 1, got {self.keep}")
+
+    def rows(self, num_layers: int, seq_len: int) -> list[tuple[int, int]]:
+        """(query rows, key rows) of each layer for a batch padded to ``seq_len`` (the input
+        of :func:`leanbert.models.flops.encoder_flops`)."""
+        if self.end > num_layers:
+            raise ValueError(f"drop plan end {self.end} is beyond the model's {num_layers} layers")
+        n, k = seq_len, min(self.keep, seq_len)
+        out = []
+        for i in range(num_layers):
+            if i == self.start:
+                out.append((k, n))  # the split layer
+            elif self.start < i < self.end:
+                out.append((k, k))
+            else:
+                out.append((n, n))
+        return out
 
 
 class TokenDroppingConfig(StrictConfig):
@@ -507,7 +544,7 @@ class TokenDropping:
       accumulation call ``td.record_losses(out)`` per micro-batch and
       ``td.apply_recorded()`` once per optimizer step instead.
     - ``td.state_dict()`` / ``td.load_state_dict(tensors)``: plain tensors for checkpoints.
-    - ``td.flops_per_step(batch_size, seq_len, num_predictions, step)``: analytic FLOPs.
+    - ``td.layer_rows(seq_len, step)``: the rows each layer runs on, for the analytic FLOPs.
     """
 
     STATE_PREFIX = "token_dropping."
@@ -660,11 +697,22 @@ class TokenDropping:
 
     # Cost --------------------------------------------------------------------------
 
-    def flops_per_step(
-        self, batch_size: int, seq_len: int, num_predictions: int, step: int | None = None,
-        last_layer_rows: int | None = None,
-    ) -> int:
-        """Analytic training FLOPs of one step (3x forward), with dropping if active at ``step``
-        (``last_layer_rows``: see :func:`leanbert.train.flops.encoder_forward_flops`)."""
-        plan = self.plan(seq_len) if self.dropping_at(step) else None
-        return train_step_flops(self.model_config, batch_size, seq_len, num_predictions, plan, last_layer_rows)
+    def layer_rows(self, seq_len: int, step: int | None = None) -> list[tuple[int, int]] | None:
+        """(query rows, key rows) per layer of a training step at ``step`` for batches padded to
+        ``seq_len``; None when this step does not drop (every layer on every token)."""
+        if not self.dropping_at(step):
+            return None
+        return self.plan(seq_len).rows(self.num_layers, seq_len)
+
+    # The engine's algorithm protocol (leanbert.train.engine.Algorithm) -------------
+
+    def router(self, batch: Mapping[str, torch.Tensor | None], step: int | None, training: bool = True):
+        return self.router_for(batch, step, training=training)
+
+    def after_backward(self, output: Any) -> None:
+        """Per micro-batch: accumulate the per-token MLM losses by label id."""
+        self.record_losses(output)
+
+    def after_step(self) -> None:
+        """Once per optimizer step, on every rank: the moving average of the scores."""
+        self.apply_recorded()

@@ -104,7 +104,7 @@ def pretraining_part(out: Path, args: argparse.Namespace) -> None:
     from leanbert.data.shards import prepare
     from leanbert.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
     from leanbert.train.config import load_pretrain_config
-    from leanbert.train.trainer import pretrain
+    from leanbert.train.pretrain import pretrain
 
     _step("2. raw text -> tokenizer -> shards -> pretrained BERT")
     if args.corpus is None:

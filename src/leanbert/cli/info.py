@@ -36,7 +36,7 @@ def parameter_counts(model) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leanbert.config import list_model_presets, model_preset
+    from leanbert.models import list_model_presets, model_preset
     from leanbert.models.model import LeanbertModel
 
     if args.model is None:

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from leanbert.train.config import load_pretrain_config
-    from leanbert.train.trainer import pretrain
+    from leanbert.train.pretrain import pretrain
 
     cfg = load_pretrain_config(args.config, args.overrides)
     result = pretrain(cfg, args.data, args.output)

@@ -23,10 +23,12 @@ the encoder calls it around every layer and knows nothing about why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import torch
+import torch.nn.functional as F
 from pydantic import AfterValidator, Field, field_validator, model_validator
 from torch import nn
 
@@ -146,45 +148,6 @@ class LayerRouter(Protocol):
     def finish(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
 
-class LastLayerQueries:
-    """Runs the last layer only at the rows whose outputs are used (MLM pretraining).
-
-    With MLM labels at compact positions, only those rows (and [CLS] when a pooled output is
-    needed) of the last layer's output reach a loss. Its keys and values still come from
-    every token, but its queries, attention output, residual and feed-forward network run on
-    these rows alone (the layer's ``query_index``, as token dropping's split layer). The
-    losses and gradients are the full model's (up to float rounding); BERT-base at length
-    128 with 20 predictions saves ~7% of the encoder's FLOPs. Wraps another router (token
-    dropping) and applies only when the last layer sees every token.
-    """
-
-    def __init__(self, query_index: torch.Tensor, last: int, seq_len: int, inner: LayerRouter | None = None) -> None:
-        self.query_index = query_index
-        self.last = last
-        self.seq_len = seq_len
-        self.inner = inner
-        self.applied = False
-
-    def before_layer(
-        self, index: int, hidden: torch.Tensor, key_mask: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        query_index = None
-        if self.inner is not None:
-            hidden, key_mask, query_index = self.inner.before_layer(index, hidden, key_mask)
-        if index == self.last and query_index is None and hidden.shape[1] == self.seq_len:
-            self.applied = True
-            query_index = self.query_index
-        return hidden, key_mask, query_index
-
-    def after_layer(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden if self.inner is None else self.inner.after_layer(index, hidden)
-
-    def finish(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.applied or self.inner is None:
-            return hidden
-        return self.inner.finish(hidden)
-
-
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """[B, S] 1/0 mask -> boolean [B, 1, 1, S] (True = attend) for scaled_dot_product_attention."""
     if attention_mask is None:
@@ -199,12 +162,35 @@ def gather_positions(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """Registry entry for one encoder family."""
+    """Registry entry for one encoder family. ``layer_flops(config, n_queries, n_keys)`` is
+    the forward FLOPs of one layer's matrix products with ``n_queries`` query rows and
+    ``n_keys`` key/value rows (for MFU and the token-dropping ideal, SPEC Sec. 5)."""
 
     name: str
     config_cls: type
     encoder_cls: type
     mlm_head_cls: type
+    layer_flops: Callable[[Any, int, int], int]
+
+
+class TiedLinear(nn.Module):
+    """``F.linear(x, weight, bias)`` with the weight passed in at call time: the MLM decoder
+    tied to the word embeddings (stored once, not copied). A module, so that speed-ups can
+    replace the product (:mod:`leanbert.speedups`)."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+
+def linear_slice(layer: nn.Linear, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``layer(x)[..., start:stop]``, computing only those output features (the queries of a
+    fused QKV projection at the kept rows, token dropping's split layer). A layer that offers
+    ``forward_slice`` (the oneDNN speed-up) computes it itself."""
+    own = getattr(layer, "forward_slice", None)
+    if own is not None:
+        return own(x, start, stop)
+    bias = None if layer.bias is None else layer.bias[start:stop]
+    return F.linear(x, layer.weight[start:stop], bias)
 
 
 def run_layers(

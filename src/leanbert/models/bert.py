@@ -6,11 +6,14 @@ position + token type, LayerNorm, dropout), then L layers of
 [CLS]. Attention runs through ``F.scaled_dot_product_attention`` (fused kernels on CPU and
 CUDA); Q, K and V come from one fused projection. The layer can take a subset of positions
 as queries, which is what token dropping's split layer needs (Hou et al. 2022, Sec. 3.1).
+
+Plain modules only (``nn.Linear``, ``nn.Dropout``, ``nn.LayerNorm``): quantization, ONNX
+export and other training loops see ordinary PyTorch. The CPU speed-ups are applied to a
+built model by ``leanbert.optimize`` (:mod:`leanbert.speedups`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 
+from leanbert.models.attention import Attention
 from leanbert.models.base import (
     EncoderBase,
     EncoderConfigBase,
@@ -25,10 +29,10 @@ from leanbert.models.base import (
     ModelFamily,
     Probability,
     Size,
+    TiedLinear,
     gather_positions,
+    linear_slice,
 )
-from leanbert.models.dropout import Dropout, dropout
-from leanbert.models.linear import Linear, linear
 
 Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
 
@@ -80,7 +84,7 @@ class BertEmbeddings(nn.Module):
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
@@ -99,11 +103,11 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.head_dim = cfg.hidden_size // cfg.num_heads
-        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.out = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.attend = Attention(cfg.attention_dropout)
+        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.attention_dropout = cfg.attention_dropout
-        self.dropout = Dropout(cfg.hidden_dropout)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, H] -> [B, heads, T, d]
         b, t, _ = x.shape
@@ -122,54 +126,23 @@ class BertSelfAttention(nn.Module):
             residual = x
         else:  # split layer: queries (and residuals) from the kept positions only
             residual = gather_positions(x, query_index)
-            w, bias = self.qkv.weight, self.qkv.bias
-            q = self._heads(linear(residual, w[:h], bias[:h]))
-            kv = linear(x, w[h:], bias[h:]).view(b, s, 2, self.num_heads, self.head_dim)
+            q = self._heads(linear_slice(self.qkv, residual, 0, h))
+            kv = linear_slice(self.qkv, x, h, 3 * h).view(b, s, 2, self.num_heads, self.head_dim)
             k, v = kv.permute(2, 0, 3, 1, 4)
-        scores = probs = None
-        if output_attentions:
-            ctx, scores, probs = explicit_attention(q, k, v, key_mask, self.attention_dropout if self.training else 0.0)
-        else:
-            ctx = attention(q, k, v, key_mask, self.attention_dropout if self.training else 0.0)
+        ctx, scores, probs = self.attend(q, k, v, key_mask, output_attentions)
         ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], h)
         out = self.norm(residual + self.dropout(self.out(ctx)))
         return LayerOutput(out, scores, probs)
 
 
-def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float
-) -> torch.Tensor:
-    """``F.scaled_dot_product_attention``; on CPU with attention dropout (training),
-    :func:`explicit_attention` with :func:`leanbert.models.dropout.dropout`'s cheaper mask
-    (torch's CPU kernel falls back to this math path with dropout anyway, plus a
-    ``bernoulli_`` mask: ~20% slower fwd+bwd at BERT-base 16x128)."""
-    if dropout_p == 0.0 or q.device.type != "cpu" or torch.compiler.is_compiling():
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
-    return explicit_attention(q, k, v, key_mask, dropout_p)[0]
-
-
-def explicit_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Attention with the scores and probabilities materialised (for knowledge transfer):
-    ``(ctx, scores, probs)``, scores scaled by 1/sqrt(d) and masked (the scaling is applied to
-    the queries, the smaller tensor)."""
-    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
-    if key_mask is not None:
-        scores = scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
-    probs = scores.softmax(dim=-1)
-    ctx = dropout(probs, dropout_p) @ v
-    return ctx, scores, probs
-
-
 class BertFeedForward(nn.Module):
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.up = Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.down = Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = Dropout(cfg.hidden_dropout)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.dropout(self.down(self.act(self.up(x)))))
@@ -194,14 +167,19 @@ class BertLayer(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """``tanh(W h[CLS] + b)`` (BERT's pooler; MobileBERT's too, with its fp16-safe linear layer)."""
+    """``tanh(W h[CLS] + b)`` (BERT's pooler; MobileBERT's too). Runs in fp32 under autocast, as
+    the task heads do (a [CLS] state beyond fp16's range cannot overflow it)."""
 
-    def __init__(self, cfg: EncoderConfigBase, linear_cls: type[nn.Linear] = Linear) -> None:
+    def __init__(self, cfg: EncoderConfigBase) -> None:
         super().__init__()
-        self.dense = linear_cls(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
+        cls = hidden[:, 0]
+        if torch.is_autocast_enabled(hidden.device.type):
+            with torch.autocast(hidden.device.type, enabled=False):
+                return torch.tanh(self.dense(cls.float()))
+        return torch.tanh(self.dense(cls))
 
 
 class BertEncoder(EncoderBase):
@@ -224,13 +202,25 @@ class BertMLMHead(nn.Module):
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
-        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.decoder = TiedLinear()
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        return linear(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
+        return self.decoder(self.norm(self.act(self.dense(hidden))), word_embeddings, self.bias)
 
 
-FAMILY = ModelFamily("bert", BertConfig, BertEncoder, BertMLMHead)
+def layer_flops(config: BertConfig, n_queries: int, n_keys: int) -> int:
+    """Forward FLOPs of one layer's matrix products (SPEC Sec. 5): ``n_queries`` rows go
+    through the layer, ``n_keys`` rows give keys and values (equal, except in token dropping's
+    split layer and the last layer of MLM pretraining)::
+
+        2*q*(2*h*h + 2*h*f) + 2*k*(2*h*h) + 4*q*k*h     # Q, out, FFN  +  K, V  +  attention
+    """
+    h, f, q, k = config.hidden_size, config.intermediate_size, n_queries, n_keys
+    return 2 * (2 * q * h * h + 2 * k * h * h + 2 * q * h * f) + 4 * q * k * h
+
+
+FAMILY = ModelFamily("bert", BertConfig, BertEncoder, BertMLMHead, layer_flops)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leanbert.models.dropout import Dropout
-
 
 def _fp32(x: torch.Tensor):
     """(x in fp32, a context that disables autocast) for a head's forward pass."""
@@ -37,7 +35,7 @@ class NSPHead(nn.Module):
 class ClassifierHead(nn.Module):
     def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
         super().__init__()
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:

@@ -54,37 +54,26 @@ pre-packed for oneDNN, ReLU fused into the product.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 from torch import nn
 
-from leanbert.errors import CheckpointError
-from leanbert.models import mobilebert_fast as fast
+from leanbert.models.attention import Attention, fp16_autocast
 from leanbert.models.base import (
     EncoderBase,
     EncoderConfigBase,
-    EncoderOutput,
     LayerOutput,
     ModelFamily,
     Probability,
     Size,
+    TiedLinear,
     gather_positions,
+    linear_slice,
 )
-from leanbert.models.bert import Activation, BertPooler, activation, attention, explicit_attention
-from leanbert.models.dropout import Dropout
-from leanbert.models.hf import (
-    HFAdapter,
-    add_head_keys,
-    embedding_table_keys,
-    linear_keys,
-    shared_config_from_hf,
-    shared_config_to_hf,
-    tied_mlm_keys,
-)
-from leanbert.models.linear import linear as onednn_linear
+from leanbert.models.bert import Activation, BertPooler, activation
 
 NormType = Literal["no_norm", "layer_norm"]
 
@@ -192,46 +181,24 @@ def make_norm(cfg: MobileBertConfig, size: int) -> nn.Module:
 # --------------------------------------------------------------------------------------
 
 
-def _fp16_autocast(x: torch.Tensor) -> bool:
-    device = x.device.type
-    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear``, safe from fp16 overflow under fp16 autocast (see the module docstring).
+def linear(layer: nn.Linear, x: torch.Tensor, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+    """``layer(x)`` (output features ``start:stop`` only, if given), safe from fp16 overflow
+    under fp16 autocast (see the module docstring).
 
     Under fp16 autocast each token's input is divided by a power of two ``s >= 1`` with
     ``|x / s| <= 1`` (exact in floating point), the product runs in fp16, and the output is
-    scaled back in fp32: ``(W (x / s)) * s + b``. Otherwise (fp32, bf16) it is
-:func:`leanbert.models.linear.linear` (``F.linear``, on oneDNN for fp32 on CPU).
+    scaled back in fp32: ``(W (x / s)) * s + b``. Otherwise (fp32, bf16) it is the layer itself,
+    whatever class it has (``nn.Linear``, a speed-up, a quantized layer).
     """
-    if not _fp16_autocast(x):
-        return onednn_linear(x, weight, bias)
+    if not fp16_autocast(x):
+        return layer(x) if start is None else linear_slice(layer, x, start, stop)
+    weight, bias = layer.weight, layer.bias
+    if start is not None:
+        weight, bias = weight[start:stop], None if bias is None else bias[start:stop]
     amax = x.detach().abs().amax(dim=-1, keepdim=True).float().clamp(min=1.0)
     scale = torch.exp2(torch.ceil(torch.log2(amax)))
     out = F.linear(x / scale, weight)
     return out.float() * scale if bias is None else torch.addcmul(bias.float(), out.float(), scale)
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` through :func:`linear` (same parameters, same initialisation)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
-
-
-def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-    dropout_p: float, output_attentions: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Fused attention, or explicit with scores and probabilities; fp32 under fp16 autocast,
-    where queries, keys and values can exceed fp16's range (about 4% of a layer's FLOPs)."""
-    if _fp16_autocast(q):
-        with torch.autocast(q.device.type, enabled=False):
-            return attend(q.float(), k.float(), v.float(), key_mask, dropout_p, output_attentions)
-    if output_attentions:
-        return explicit_attention(q, k, v, key_mask, dropout_p)
-    return attention(q, k, v, key_mask, dropout_p), None, None
 
 
 # --------------------------------------------------------------------------------------
@@ -252,11 +219,11 @@ class MobileBertEmbeddings(nn.Module):
         self.word = nn.Embedding(cfg.vocab_size, cfg.embedding_size, padding_idx=cfg.pad_token_id)
         width = cfg.embedding_size * (3 if cfg.trigram_input else 1)
         needs_projection = cfg.trigram_input or cfg.embedding_size != cfg.hidden_size
-        self.projection = Linear(width, cfg.hidden_size) if needs_projection else None
+        self.projection = nn.Linear(width, cfg.hidden_size) if needs_projection else None
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = make_norm(cfg, cfg.hidden_size)
-        self.dropout = Dropout(cfg.hidden_dropout)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         seq_len = input_ids.shape[1]
@@ -266,7 +233,7 @@ class MobileBertEmbeddings(nn.Module):
             preceding = F.pad(e[:, :-1], (0, 0, 1, 0))  # e(t-1), zero before the first
             e = torch.cat([following, e, preceding], dim=-1)
         if self.projection is not None:
-            e = self.projection(e)
+            e = linear(self.projection, e)
         if token_type_ids is None:
             e = e + self.token_type.weight[0]
         else:
@@ -285,11 +252,11 @@ class Bottleneck(nn.Module):
 
     def __init__(self, cfg: MobileBertConfig, size_in: int, size_out: int) -> None:
         super().__init__()
-        self.dense = Linear(size_in, size_out)
+        self.dense = nn.Linear(size_in, size_out)
         self.norm = make_norm(cfg, size_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.dense(x))
+        return self.norm(linear(self.dense, x))
 
 
 class MobileBertAttention(nn.Module):
@@ -304,11 +271,11 @@ class MobileBertAttention(nn.Module):
         width = cfg.intra_bottleneck_size
         self.num_heads = cfg.num_heads
         self.head_dim = width // cfg.num_heads
-        self.query_key = Linear(qk_width, 2 * width)
-        self.value = Linear(v_width, width)
-        self.out = Linear(width, width)
+        self.query_key = nn.Linear(qk_width, 2 * width)
+        self.value = nn.Linear(v_width, width)
+        self.attend = Attention(cfg.attention_dropout, fp32_under_fp16=True)
+        self.out = nn.Linear(width, width)
         self.norm = make_norm(cfg, width)
-        self.attention_dropout = cfg.attention_dropout
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, A] -> [B, heads, T, d]
         b, t, _ = x.shape
@@ -326,16 +293,15 @@ class MobileBertAttention(nn.Module):
         b, s, _ = qk_source.shape
         width = self.num_heads * self.head_dim
         if query_index is None:
-            q, k = self.query_key(qk_source).view(b, s, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            qk = linear(self.query_key, qk_source)
+            q, k = qk.view(b, s, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         else:  # split layer: queries from the kept positions only, keys from all
-            w, bias = self.query_key.weight, self.query_key.bias
-            q = self._heads(linear(gather_positions(qk_source, query_index), w[:width], bias[:width]))
-            k = self._heads(linear(qk_source, w[width:], bias[width:]))
-        v = self._heads(self.value(v_source))
-        dropout_p = self.attention_dropout if self.training else 0.0
-        ctx, scores, probs = attend(q, k, v, key_mask, dropout_p, output_attentions)
+            q = self._heads(linear(self.query_key, gather_positions(qk_source, query_index), 0, width))
+            k = self._heads(linear(self.query_key, qk_source, width, 2 * width))
+        v = self._heads(linear(self.value, v_source))
+        ctx, scores, probs = self.attend(q, k, v, key_mask, output_attentions)
         ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], width)
-        return LayerOutput(self.norm(self.out(ctx), residual), scores, probs)
+        return LayerOutput(self.norm(linear(self.out, ctx), residual), scores, probs)
 
 
 class FeedForward(nn.Module):
@@ -343,13 +309,13 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: MobileBertConfig) -> None:
         super().__init__()
-        self.up = Linear(cfg.intra_bottleneck_size, cfg.intermediate_size)
-        self.down = Linear(cfg.intermediate_size, cfg.intra_bottleneck_size)
+        self.up = nn.Linear(cfg.intra_bottleneck_size, cfg.intermediate_size)
+        self.down = nn.Linear(cfg.intermediate_size, cfg.intra_bottleneck_size)
         self.act = activation(cfg.hidden_act)
         self.norm = make_norm(cfg, cfg.intra_bottleneck_size)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.down(self.act(self.up(h))), h)
+        return self.norm(linear(self.down, self.act(linear(self.up, h))), h)
 
 
 class OutputBottleneck(nn.Module):
@@ -357,12 +323,12 @@ class OutputBottleneck(nn.Module):
 
     def __init__(self, cfg: MobileBertConfig) -> None:
         super().__init__()
-        self.dense = Linear(cfg.intra_bottleneck_size, cfg.hidden_size)
-        self.dropout = Dropout(cfg.hidden_dropout)
+        self.dense = nn.Linear(cfg.intra_bottleneck_size, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.norm = make_norm(cfg, cfg.hidden_size)
 
     def forward(self, h: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.dropout(self.dense(h)), block_input)
+        return self.norm(self.dropout(linear(self.dense, h)), block_input)
 
 
 class MobileBertLayer(nn.Module):
@@ -406,9 +372,9 @@ class MobileBertLayer(nn.Module):
 class MobileBertEncoder(EncoderBase):
     """Trigram embeddings, L bottleneck blocks and the optional pooler.
 
-    Inference (eval mode, no gradients, fp32, no autocast, no router or per-layer outputs)
-    takes the fast path of :mod:`leanbert.models.mobilebert_fast`: NoNorm folded, products
-    fused and pre-packed. Set ``fast_inference = False`` to run the modules instead.
+    For inference, ``leanbert.optimize(model, for_training=False)`` gives this encoder a fast
+    path (:mod:`leanbert.speedups.mobilebert_inference`: NoNorm folded, products fused and
+    pre-packed); the module graph here stays the paper's.
     """
 
     def __init__(self, cfg: MobileBertConfig) -> None:
@@ -416,32 +382,7 @@ class MobileBertEncoder(EncoderBase):
         self.config = cfg
         self.embeddings = MobileBertEmbeddings(cfg)
         self.layers = nn.ModuleList(MobileBertLayer(cfg) for _ in range(cfg.num_layers))
-        self.pooler = BertPooler(cfg, Linear) if cfg.use_pooler else None
-        self.fast_inference = True
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        *,
-        router: Any = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
-    ) -> EncoderOutput:
-        if router is None and not output_hidden_states and not output_attentions and fast.eligible(self, input_ids):
-            hidden = fast.fast_forward(self, input_ids, attention_mask, token_type_ids)
-            pooled = self.pooler(hidden) if self.pooler is not None else None
-            return EncoderOutput(hidden, pooled)
-        return super().forward(
-            input_ids, attention_mask, token_type_ids, router=router,
-            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
-        )
-
-    def train(self, mode: bool = True) -> MobileBertEncoder:
-        if mode:
-            fast.drop_plan(self)
-        return super().train(mode)
+        self.pooler = BertPooler(cfg) if cfg.use_pooler else None
 
 
 class MobileBertMLMHead(nn.Module):
@@ -453,17 +394,18 @@ class MobileBertMLMHead(nn.Module):
 
     def __init__(self, cfg: MobileBertConfig) -> None:
         super().__init__()
-        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.decoder = TiedLinear()
         self.decoder_extra = nn.Parameter(torch.empty(cfg.hidden_size - cfg.embedding_size, cfg.vocab_size))
         nn.init.normal_(self.decoder_extra, 0.0, cfg.initializer_range)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        h = self.norm(self.act(self.dense(hidden)))
+        h = self.norm(self.act(linear(self.dense, hidden)))
         e = word_embeddings.shape[1]
-        return onednn_linear(h[..., :e], word_embeddings, self.bias) + h[..., e:] @ self.decoder_extra
+        return self.decoder(h[..., :e], word_embeddings, self.bias) + h[..., e:] @ self.decoder_extra
 
 
 def layer_flops(cfg: MobileBertConfig, n_queries: int, n_keys: int) -> int:
@@ -486,118 +428,4 @@ def layer_flops(cfg: MobileBertConfig, n_queries: int, n_keys: int) -> int:
     return 2 * macs
 
 
-# --------------------------------------------------------------------------------------
-# transformers interop
-# --------------------------------------------------------------------------------------
-
-def config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
-    """transformers ``MobileBertConfig`` -> leanbert config. One known difference: with
-    ``normalization_type: layer_norm`` transformers builds the embedding LayerNorm and each
-    block's last FFN LayerNorm with eps 1e-5 whatever ``layer_norm_eps`` says; leanbert uses
-    ``layer_norm_eps`` everywhere (outputs differ by ~3e-4). NoNorm models, the released
-    ones included, match to ~1e-7."""
-    if not cfg.get("use_bottleneck", True):
-        raise CheckpointError(
-            "MobileBERT checkpoints without bottlenecks (use_bottleneck: false) are not supported; "
-            "such a model is a BERT with NoNorm, which leanbert does not offer"
-        )
-    norm = cfg.get("normalization_type", "no_norm")
-    if norm not in ("no_norm", "layer_norm"):
-        raise CheckpointError(f"normalization_type '{norm}' is not supported; use no_norm or layer_norm")
-    bottleneck_attention = bool(cfg.get("use_bottleneck_attention", False))
-    # MobileBertForMaskedLM is built without the pooler whatever classifier_activation says.
-    masked_lm_only = any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or [])
-    return {
-        "model_type": "mobilebert",
-        **shared_config_from_hf(cfg, MobileBertConfig),
-        "embedding_size": cfg.get("embedding_size", 128),
-        "trigram_input": cfg.get("trigram_input", True),
-        "intra_bottleneck_size": cfg.get("intra_bottleneck_size", 128),
-        # With bottleneck attention transformers builds the shared bottleneck but never uses it.
-        "key_query_shared_bottleneck": bool(cfg.get("key_query_shared_bottleneck", True)) and not bottleneck_attention,
-        "use_bottleneck_attention": bottleneck_attention,
-        "num_feedforward_networks": cfg.get("num_feedforward_networks", 4),
-        "normalization_type": norm,
-        "use_pooler": bool(cfg.get("classifier_activation", True)) and not masked_lm_only,
-    }
-
-
-def config_to_hf(config: MobileBertConfig) -> dict[str, Any]:
-    """leanbert config -> transformers ``MobileBertConfig``; refuses what transformers cannot build."""
-    if config.attention_source == "block_input" and config.intra_bottleneck_size != config.hidden_size:
-        raise CheckpointError(
-            "transformers' MobileBERT cannot express queries and keys from the block input with an "
-            f"intra-block size ({config.intra_bottleneck_size}) other than hidden_size ({config.hidden_size}), "
-            "as the IB-BERT teacher has; keep it in leanbert's own format (leanbert.save_pretrained)"
-        )
-    return {
-        "model_type": "mobilebert",
-        **shared_config_to_hf(config),
-        "embedding_size": config.embedding_size,
-        "trigram_input": config.trigram_input,
-        "use_bottleneck": True,
-        "intra_bottleneck_size": config.intra_bottleneck_size,
-        "true_hidden_size": config.intra_bottleneck_size,
-        "key_query_shared_bottleneck": config.key_query_shared_bottleneck,
-        "use_bottleneck_attention": config.use_bottleneck_attention,
-        "num_feedforward_networks": config.num_feedforward_networks,
-        "normalization_type": config.normalization_type,
-        "classifier_activation": config.use_pooler,
-    }
-
-
-def key_map(config: MobileBertConfig) -> dict[str, list[str]]:
-    """leanbert name -> transformers name(s) (body keys without the ``mobilebert.`` prefix)."""
-    m: dict[str, list[str]] = {}
-
-    def lin(lb: str, hf: str) -> None:
-        linear_keys(m, lb, hf)
-
-    embedding_table_keys(m)
-    if config.trigram_input or config.embedding_size != config.hidden_size:
-        lin("encoder.embeddings.projection", "embeddings.embedding_transformation")
-    lin("encoder.embeddings.norm", "embeddings.LayerNorm")
-    n_ffn = config.num_feedforward_networks
-    for i in range(config.num_layers):
-        lb, hf = f"encoder.layers.{i}", f"encoder.layer.{i}"
-        lin(f"{lb}.input_bottleneck.dense", f"{hf}.bottleneck.input.dense")
-        lin(f"{lb}.input_bottleneck.norm", f"{hf}.bottleneck.input.LayerNorm")
-        if config.attention_source == "shared_bottleneck":
-            lin(f"{lb}.qk_bottleneck.dense", f"{hf}.bottleneck.attention.dense")
-            lin(f"{lb}.qk_bottleneck.norm", f"{hf}.bottleneck.attention.LayerNorm")
-        att = f"{hf}.attention"
-        for p in ("weight", "bias"):
-            m[f"{lb}.attention.query_key.{p}"] = [f"{att}.self.query.{p}", f"{att}.self.key.{p}"]
-        lin(f"{lb}.attention.value", f"{att}.self.value")
-        lin(f"{lb}.attention.out", f"{att}.output.dense")
-        lin(f"{lb}.attention.norm", f"{att}.output.LayerNorm")
-        # transformers: FFNs 1..n-1 are `ffn.j`, the last one is `intermediate` + `output`.
-        for j in range(n_ffn - 1):
-            lin(f"{lb}.ffns.{j}.up", f"{hf}.ffn.{j}.intermediate.dense")
-            lin(f"{lb}.ffns.{j}.down", f"{hf}.ffn.{j}.output.dense")
-            lin(f"{lb}.ffns.{j}.norm", f"{hf}.ffn.{j}.output.LayerNorm")
-        last = f"{lb}.ffns.{n_ffn - 1}"
-        lin(f"{last}.up", f"{hf}.intermediate.dense")
-        lin(f"{last}.down", f"{hf}.output.dense")
-        lin(f"{last}.norm", f"{hf}.output.LayerNorm")
-        lin(f"{lb}.output_bottleneck.dense", f"{hf}.output.bottleneck.dense")
-        lin(f"{lb}.output_bottleneck.norm", f"{hf}.output.bottleneck.LayerNorm")
-    if config.use_pooler:
-        lin("encoder.pooler.dense", "pooler.dense")
-    add_head_keys(m, config)
-    if "mlm" in config.heads:
-        m["mlm.decoder_extra"] = ["cls.predictions.dense.weight"]
-    return m
-
-
-HF_ADAPTER = HFAdapter(
-    hf_model_type="mobilebert",
-    base_prefix="mobilebert.",
-    arch_prefix="MobileBert",
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    key_map=key_map,
-    tied_keys=tied_mlm_keys,
-)
-
-FAMILY = ModelFamily("mobilebert", MobileBertConfig, MobileBertEncoder, MobileBertMLMHead)
+FAMILY = ModelFamily("mobilebert", MobileBertConfig, MobileBertEncoder, MobileBertMLMHead, layer_flops)

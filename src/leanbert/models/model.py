@@ -13,29 +13,21 @@ label is not -100 (full-length labels), or at ``mlm_positions`` [B, P] with labe
 (the compact list the masking collator makes). This is the main saving of the MLM head
 during pretraining: V = 30522 columns for ~15% of the tokens instead of all of them.
 
-With compact ``mlm_positions`` the last layer also runs only where its output is used
-(:class:`~leanbert.models.base.LastLayerQueries`: queries at the predicted positions and
-[CLS], keys and values from all tokens); ``last_hidden_state`` then holds those rows
-``[B, (1 +) P, H]``, their positions in ``extras["last_hidden_positions"]``. Same losses and
-gradients; set ``model.sparse_last_layer = False`` for full-length states.
+``last_hidden_state`` always has every position. Pretraining goes further than this
+forward: the MLM objective (:mod:`leanbert.train.pretrain`) runs the last layer only at the
+predicted positions. The losses themselves are in :mod:`leanbert.losses`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from leanbert.models.base import (
-    EncoderConfigBase,
-    LastLayerQueries,
-    LayerRouter,
-    ModelOutput,
-    gather_positions,
-)
+from leanbert import losses
+from leanbert.models.base import EncoderConfigBase, LayerRouter, ModelOutput, gather_positions
 from leanbert.models.heads import ClassifierHead, NSPHead, SpanQAHead
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = losses.IGNORE_INDEX
 
 
 class LeanbertModel(nn.Module):
@@ -59,7 +51,6 @@ class LeanbertModel(nn.Module):
         n_out = 1 if config.problem_type == "regression" else config.num_labels
         self.classifier = ClassifierHead(hidden, n_out, dropout) if "classifier" in heads else None
         self.span_qa = SpanQAHead(hidden) if "span_qa" in heads else None
-        self.sparse_last_layer = True
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -88,14 +79,6 @@ class LeanbertModel(nn.Module):
                 params.pop(id(p), None)
         return sum(p.numel() for p in params.values())
 
-    def last_layer_rows(self, num_predictions: int) -> int | None:
-        """How many rows the last layer runs on in MLM pretraining with ``num_predictions``
-        compact prediction slots (None: all tokens; see the module docstring)."""
-        if not self.sparse_last_layer or self.mlm is None or self.span_qa is not None:
-            return None
-        needs_cls = self.encoder.pooler is not None or self.nsp is not None or self.classifier is not None
-        return num_predictions + int(needs_cls)
-
     def mlm_decoder_weight(self) -> torch.Tensor:
         return self.encoder.embeddings.word.weight
 
@@ -117,15 +100,6 @@ class LeanbertModel(nn.Module):
     ) -> ModelOutput:
         if labels is not None and mlm_positions is not None and mlm_positions.shape != labels.shape:
             raise ValueError("mlm_positions and labels must have the same shape [batch, predictions]")
-        sparse = None
-        if labels is not None and mlm_positions is not None and not output_hidden_states and not output_attentions:
-            n_rows = self.last_layer_rows(mlm_positions.shape[1])
-            if n_rows is not None:
-                rows = mlm_positions
-                if n_rows > rows.shape[1]:  # [CLS] first, for the pooled output
-                    rows = torch.cat([torch.zeros_like(rows[:, :1]), rows], dim=1)
-                sparse = LastLayerQueries(rows, len(self.encoder.layers) - 1, input_ids.shape[1], router)
-                router = sparse
         enc = self.encoder(
             input_ids,
             attention_mask,
@@ -145,62 +119,42 @@ class LeanbertModel(nn.Module):
         )
         if output_hidden_states:
             out.extras["embedding_output"] = enc.embedding_output
-        losses = []
+        terms = []
         if self.mlm is not None:
             if labels is None:
-                if mlm_positions is None:
-                    out.mlm_logits = self.mlm(last, self.mlm_decoder_weight())
-                else:
-                    out.mlm_logits = self.mlm(gather_positions(last, mlm_positions), self.mlm_decoder_weight())
-            elif sparse is not None and sparse.applied:  # last holds the rows: ([CLS],) predictions
-                out.extras["last_hidden_positions"] = sparse.query_index
-                offset = sparse.query_index.shape[1] - mlm_positions.shape[1]
-                self._mlm_loss(out, last[:, offset:], labels, None, compact=True)
-                losses.append(out.mlm_loss)
+                hidden = last if mlm_positions is None else gather_positions(last, mlm_positions)
+                out.mlm_logits = self.mlm(hidden, self.mlm_decoder_weight())
             else:
                 self._mlm_loss(out, last, labels, mlm_positions)
-                losses.append(out.mlm_loss)
+                terms.append(out.mlm_loss)
         elif labels is not None:
             raise ValueError("MLM labels were given but this model has no MLM head")
         if self.nsp is not None:
             out.nsp_logits = self.nsp(pooled)
             if next_sentence_label is not None:
-                out.nsp_loss = F.cross_entropy(out.nsp_logits.float(), next_sentence_label.view(-1))
-                losses.append(out.nsp_loss)
+                out.nsp_loss = losses.mean(losses.sentence_pair_losses(out.nsp_logits, next_sentence_label))
+                terms.append(out.nsp_loss)
         if self.classifier is not None:
             out.logits = self.classifier(pooled)
             if task_labels is not None:
-                if self.config.problem_type == "regression":
-                    out.task_loss = F.mse_loss(out.logits.float().view(-1), task_labels.float().view(-1))
-                else:
-                    out.task_loss = F.cross_entropy(out.logits.float(), task_labels.view(-1))
-                losses.append(out.task_loss)
+                regression = self.config.problem_type == "regression"
+                out.task_loss = losses.mean(losses.sequence_losses(out.logits, task_labels, regression))
+                terms.append(out.task_loss)
         if self.span_qa is not None:
             out.start_logits, out.end_logits = self.span_qa(last)
             if start_positions is not None and end_positions is not None:
-                seq_len = last.shape[1]
-                start = start_positions.clamp(0, seq_len)
-                end = end_positions.clamp(0, seq_len)
-                qa_loss = (
-                    F.cross_entropy(out.start_logits.float(), start, ignore_index=seq_len)
-                    + F.cross_entropy(out.end_logits.float(), end, ignore_index=seq_len)
-                ) / 2
-                out.task_loss = qa_loss
-                losses.append(qa_loss)
-        if losses:
-            out.loss = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+                per_example, valid = losses.span_losses(out.start_logits, out.end_logits, start_positions, end_positions)
+                out.task_loss = losses.mean(per_example, valid.sum())
+                terms.append(out.task_loss)
+        if terms:
+            out.loss = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
         return out
 
     def _mlm_loss(
-        self, out: ModelOutput, last: torch.Tensor, labels: torch.Tensor, mlm_positions: torch.Tensor | None,
-        compact: bool = False,
+        self, out: ModelOutput, last: torch.Tensor, labels: torch.Tensor, mlm_positions: torch.Tensor | None
     ) -> None:
-        """Logits and per-token cross entropy only at the prediction positions (``compact``:
-        ``last`` already holds exactly those rows, [B, P, H])."""
-        if compact:
-            hidden = last
-            flat_labels = labels.reshape(-1)
-        elif mlm_positions is not None:
+        """Logits and per-token cross entropy only at the prediction positions."""
+        if mlm_positions is not None:
             # Compact list [B, P]: padded slots carry label -100; they are computed (fixed
             # shapes, no host sync) but ignored by the loss.
             hidden = gather_positions(last, mlm_positions)
@@ -208,14 +162,12 @@ class LeanbertModel(nn.Module):
         else:
             if labels.shape != last.shape[:2]:
                 raise ValueError("labels must have shape [batch, seq_len] (or pass mlm_positions)")
-            selected = labels != IGNORE_INDEX
+            selected = labels != losses.IGNORE_INDEX
             hidden = last[selected]
             flat_labels = labels[selected]
         logits = self.mlm(hidden, self.mlm_decoder_weight())
-        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
-        token_loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="none")
-        n_valid = (flat_labels != IGNORE_INDEX).sum()
-        out.mlm_loss = token_loss.sum() / n_valid.clamp(min=1)
+        token_loss = losses.mlm_token_losses(logits, flat_labels)
+        out.mlm_loss = losses.mean(token_loss, losses.prediction_count(flat_labels))
         out.mlm_logits = logits
         out.mlm_token_loss = token_loss
         out.mlm_label_ids = flat_labels

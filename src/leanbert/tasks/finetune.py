@@ -12,7 +12,8 @@ Outputs under ``output``::
 
     model/                 the best checkpoint (leanbert format; metadata names task and labels)
     metrics.json           config, data, per-epoch history and the best epoch's metrics
-    log.jsonl              training loss / learning rate every ``log_every`` steps
+    metrics.jsonl          training loss, learning rate, examples/s every ``log_every`` steps; dev metrics
+    checkpoints/           the last training checkpoint (a rerun resumes from it), tensorboard/
     predictions/<split>.tsv            GLUE dev predictions (submission format)
     submission/<CoLA.tsv|...>          GLUE test predictions for the GLUE server
     predictions/predictions.json       SQuAD: answer text by question id
@@ -27,19 +28,18 @@ pretraining method: fine-tuning runs the full encoder, as in Hou et al. 2022, Se
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from leanbert.config import StrictConfig, apply_overrides, load_preset, load_yaml, validate
+from leanbert.config import StrictConfig, load_config
 from leanbert.errors import ConfigError, DataError
 from leanbert.io import atomic_write_json
 from leanbert.tasks import glue, squad
@@ -67,8 +67,17 @@ class FinetuneConfig(StrictConfig):
     eval_limit: int | None = Field(None, ge=1)  # the first N evaluation examples only
     classifier_dropout: float | None = Field(None, ge=0, lt=1)
     log_every: int = Field(50, ge=1)
-    device: str = "auto"  # auto: cuda if available, else cpu
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available, else cpu
     threads: int | None = Field(None, ge=1)  # CPU threads for torch; None: torch's default
+    # The engine's options (leanbert.train.engine): precision, accumulation, resume, loggers.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    micro_batch_size: int | None = Field(None, ge=1)  # per process; batch_size / it = accumulation steps
+    deterministic: bool = False
+    speedups: bool = True  # leanbert.optimize(model): oneDNN products, cheaper dropout mask (CPU)
+    checkpoint_every: int | None = Field(None, ge=1)  # steps; None: after every epoch
+    keep_checkpoints: int = Field(1, ge=1)
+    tensorboard: bool = True
+    callbacks: list[Literal["wandb", "mlflow"]] = Field(default_factory=list)
     predict_test: bool = True  # GLUE: write test predictions (if the test file exists)
     # SQuAD (BERT run_squad.py defaults)
     doc_stride: int = Field(128, ge=1)
@@ -86,13 +95,8 @@ def finetune_config(task: TaskSpec, config: str | Path | None = None, overrides:
     """The run config: a preset (default ``glue`` or ``squad`` by task) or a YAML file, plus
     ``key=value`` overrides."""
     if config is None:
-        name = "squad" if task.kind == "span_qa" else "glue"
-        data, source = load_preset("finetune", name), f"finetune preset '{name}'"
-    elif str(config).endswith((".yaml", ".yml")) or Path(config).is_file():
-        data, source = load_yaml(config), str(config)
-    else:
-        data, source = load_preset("finetune", str(config)), f"finetune preset '{config}'"
-    return validate(FinetuneConfig, apply_overrides(data, overrides), source)
+        config = "squad" if task.kind == "span_qa" else "glue"
+    return load_config(FinetuneConfig, "finetune", config, overrides)
 
 
 # ----------------------------------------------------------------------------------------
@@ -187,29 +191,6 @@ def load_for_finetuning(model_dir: str | Path, task: TaskSpec, cfg: FinetuneConf
     if cfg.classifier_dropout is not None:
         overrides["classifier_dropout"] = cfg.classifier_dropout
     return from_pretrained(model_dir, heads=[head], new_heads=[head], **overrides)
-
-
-def make_optimizer(model, cfg: FinetuneConfig, total_steps: int):
-    """AdamW without decay on biases and LayerNorm weights; linear warm-up and decay to 0."""
-    import torch
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-    )
-    warmup = int(cfg.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 # ----------------------------------------------------------------------------------------
@@ -469,119 +450,206 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class TaskObjective:
+    """The fine-tuning loss as an engine objective (:mod:`leanbert.train.engine`): the summed
+    per-example loss of the task head (:mod:`leanbert.losses`), normalised by the global
+    number of examples of the step. ``kind``: classification, regression or span_qa."""
+
+    kind: str
+    terms: tuple[str, ...] = ("task",)
+
+    def counts(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        return {"task": torch.tensor(batch["input_ids"].shape[0], device=batch["input_ids"].device)}
+
+    def __call__(self, model, batch: dict[str, Any], router: Any = None) -> dict[str, Any]:
+        from leanbert import losses
+
+        out = model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        if self.kind == "span_qa":
+            per_example, _ = losses.span_losses(out.start_logits, out.end_logits, batch["start_positions"],
+                                                batch["end_positions"])
+            return {"loss.task": per_example.sum()}
+        per_example = losses.sequence_losses(out.logits, batch["task_labels"], self.kind == "regression")
+        return {"loss.task": per_example.sum(), "logits": out.logits}
+
+    def log_stats(self, batch: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        if self.kind != "classification":
+            return {}
+        correct = (out["logits"].argmax(-1) == batch["task_labels"]).sum()
+        return {"train_accuracy": (correct, "task")}
+
+    def flops(self, model, batch: dict[str, Any], rows: Any) -> int:
+        from leanbert.models.flops import full_rows, train_flops
+
+        size, seq_len = batch["input_ids"].shape
+        return train_flops(model.config, size, rows or full_rows(model.config, seq_len))
+
+
+# Keys of a fine-tuning run that must not change when it resumes (the rest is runtime only).
+RESUME_KEYS = ("task", "model", "data", *(f"finetune.{k}" for k in (
+    "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "adam_beta1", "adam_beta2",
+    "adam_eps", "max_grad_norm", "max_seq_length", "seed", "train_limit", "classifier_dropout", "precision",
+    "doc_stride", "max_query_length", "train_articles")))
+
+
+def engine_sections(cfg: FinetuneConfig, total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
+    """The engine's config sections for a fine-tuning run (BERT's recipe: AdamW, no decay on
+    biases and norms, linear warm-up over ``warmup_ratio`` of the steps, then linear decay)."""
+    from leanbert.train.config import CheckpointSection, LogSection, TrainSection
+    from leanbert.train.optim import OptimConfig
+
+    return {
+        "train": TrainSection(max_steps=total_steps, precision=cfg.precision, seed=cfg.seed,
+                              deterministic=cfg.deterministic, device=cfg.device, threads=cfg.threads,
+                              speedups=cfg.speedups),
+        "optim": OptimConfig(name="adamw", lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             weight_decay=cfg.weight_decay, schedule="linear",
+                             warmup_steps=int(cfg.warmup_ratio * total_steps), clip_grad_norm=cfg.max_grad_norm),
+        "checkpoint": CheckpointSection(every=cfg.checkpoint_every or steps_per_epoch, keep_last=cfg.keep_checkpoints),
+        "log": LogSection(every=cfg.log_every, tensorboard=cfg.tensorboard,
+                          progress=cfg.progress if cfg.progress is not None else _is_terminal(),
+                          callbacks=cfg.callbacks),
+    }
+
+
+def _is_terminal() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
 def finetune(
     task: str | TaskSpec,
     data: str | Path,
     model_dir: str | Path,
     output: str | Path,
     cfg: FinetuneConfig | None = None,
+    *,
+    stop_after: int | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """Fine-tune ``model_dir`` on ``task`` and write the outputs listed in the module docstring.
-    Returns the content of ``metrics.json``."""
+    """Fine-tune ``model_dir`` on ``task`` and write the outputs listed in the module docstring;
+    returns the content of ``metrics.json``. Runs on the shared engine: bf16, gradient
+    accumulation (``micro_batch_size``), ``torchrun``, TensorBoard and loggers come from it, and
+    running the same call again on the same ``output`` resumes after a kill. ``stop_after``
+    ends the call after that many steps, as if killed right after a checkpoint (for tests)."""
     spec = get_task(task) if isinstance(task, str) else task
     cfg = cfg or finetune_config(spec)
-    output = Path(output)
-    set_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    with torch_threads(cfg.threads):
-        return _finetune(spec, data, model_dir, output, cfg, device)
+    return _finetune(spec, data, model_dir, Path(output), cfg, stop_after, callbacks)
 
 
 def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: Path, cfg: FinetuneConfig,
-              device) -> dict[str, Any]:
-    import torch
-    from tqdm.auto import tqdm
-
+              stop_after: int | None, callbacks: Sequence[Any]) -> dict[str, Any]:
     from leanbert.checkpoint import from_pretrained, save_pretrained
     from leanbert.data.tokenizer import load_tokenizer
+    from leanbert.speedups import optimize
+    from leanbert.train.engine import Engine
 
+    start_time = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     run = make_run(spec, data, tokenizer, cfg, train=True)
-    if run.num_train() == 0:
+    n_train = run.num_train()
+    if n_train == 0:
         raise DataError(f"no training examples for {spec.name} in {data}")
-    model = load_for_finetuning(model_dir, spec, cfg).to(device)
+    set_seed(cfg.seed)
+    model = load_for_finetuning(model_dir, spec, cfg)
     if cfg.max_seq_length > model.config.max_position_embeddings:
         raise ConfigError(
             f"max_seq_length {cfg.max_seq_length} exceeds the model's max_position_embeddings "
             f"{model.config.max_position_embeddings}; lower it with --set max_seq_length=..."
         )
-    steps_per_epoch = math.ceil(run.num_train() / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    opt, sched = make_optimizer(model, cfg, total_steps)
-    rng = random.Random(cfg.seed)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_result: EvalResult | None = None
-    step = 0
-    output.mkdir(parents=True, exist_ok=True)
-    no_bar = None if cfg.progress is None else not cfg.progress
+    config_dump = {"task": spec.name, "model": str(model_dir), "data": str(data), "finetune": cfg.model_dump(mode="json")}
+    # Provisional sections to enter the engine (device, processes); the step counts follow.
+    sections = engine_sections(cfg, 1, 1)
+    with Engine(job="finetune", output_dir=output, config=config_dump, resume_keys=RESUME_KEYS,
+                callbacks=callbacks, **sections) as engine:
+        device = engine.device
+        micro, accum = engine.micro_batching(cfg.batch_size, cfg.micro_batch_size)
+        slots = engine.dist.world_size * accum
+        # A last batch with fewer examples than micro-batch slots (all processes) is left out.
+        steps_per_epoch = n_train // cfg.batch_size + int(n_train % cfg.batch_size >= slots)
+        total_steps = steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            total_steps = min(total_steps, cfg.max_steps)
+        sections = engine_sections(cfg, total_steps, steps_per_epoch)
+        engine.train_cfg, engine.optim_cfg, engine.ckpt_cfg, engine.log_cfg = (
+            sections["train"], sections["optim"], sections["checkpoint"], sections["log"])
+        model = model.to(device)
+        if cfg.speedups:
+            optimize(model, for_training=True)
+        metadata = {"task": spec.name, "labels": list(spec.labels), "finetune": cfg.model_dump(mode="json"),
+                    "base_model": str(model_dir)}
+        job_state: dict[str, Any] = {"history": [], "best": None}
+        best_result: dict[str, EvalResult] = {}
 
-    start_time = time.perf_counter()
-    metadata = {"task": spec.name, "labels": list(spec.labels), "finetune": cfg.model_dump(mode="json"),
-                "base_model": str(model_dir)}
-    # The log is streamed (one flushed JSON line per record) so that a running job can be watched;
-    # everything else is written atomically.
-    with open(output / "log.jsonl", "w", encoding="utf-8", buffering=1) as log, tqdm(total=total_steps, desc=f"finetune {spec.name}", disable=no_bar) as bar:
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            losses = []
-            for idx in _batches(run.num_train(), cfg.batch_size, rng):
-                if step >= total_steps:
-                    break
-                batch = {k: v.to(device) for k, v in run.train_batch(idx).items()}
-                loss = model(**batch).loss
-                if not torch.isfinite(loss):
-                    raise DataError(f"the loss became {loss.item()} at step {step}; lower lr (now {cfg.lr})")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                opt.step()
-                sched.step()
-                step += 1
-                losses.append(loss.item())
-                bar.update(1)
-                if step % cfg.log_every == 0:
-                    bar.set_postfix(loss=f"{np.mean(losses[-cfg.log_every:]):.4f}")
-                    log.write(json.dumps({"step": step, "epoch": epoch, "loss": float(np.mean(losses[-cfg.log_every:])),
-                                          "lr": sched.get_last_lr()[0]}) + "\n")
-            if not losses:
-                break
-            result = run.evaluate(model, device)
-            entry = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "eval": result.metrics,
-                     "seconds": round(time.perf_counter() - start_time, 1)}
-            history.append(entry)
-            log.write(json.dumps(entry) + "\n")
+        def evaluate(m, step: int) -> dict[str, float] | None:
+            if step % steps_per_epoch and step != total_steps:
+                return None
+            result = run.evaluate(m, device)
+            epoch = math.ceil(step / steps_per_epoch)
+            job_state["history"].append({"epoch": epoch, "step": step, "eval": result.metrics,
+                                         "seconds": round(time.perf_counter() - start_time, 1)})
             score = main_score(spec, result.metrics)
+            best = job_state["best"]
             if best is None or score > best["score"]:
-                best = {"score": score, "epoch": epoch}
-                best_result = result
-                save_pretrained(model, output / "model", tokenizer_dir=model_dir,
+                job_state["best"] = {"score": score, "epoch": epoch, "step": step, "metrics": result.metrics}
+                best_result["result"] = result
+                save_pretrained(m, output / "model", tokenizer_dir=model_dir,
                                 metadata={**metadata, "epoch": epoch, "metrics": result.metrics})
-    assert best is not None and best_result is not None
-    prediction_files = best_result.write(output / "predictions")
-    test_files: list[str] = []
-    if cfg.predict_test and spec.is_glue:
-        best_model = from_pretrained(output / "model", heads=[head_for(spec)]).to(device)
-        test_files = run.write_test(best_model, device, output / "submission")
-    report = {
-        "task": spec.name,
-        "model": str(model_dir),
-        "main_metric": spec.main_metric,
-        "best_epoch": best["epoch"],
-        "metrics": best_result.metrics,
-        "history": history,
-        "data": run.describe(),
-        "config": cfg.model_dump(mode="json"),
-        "steps": step,
-        "seconds": round(time.perf_counter() - start_time, 1),
-        "device": str(device),
-        "files": {"model": str(output / "model"), "predictions": prediction_files, "submission": test_files},
-    }
-    atomic_write_json(output / "metrics.json", report)
-    return report
+            return {f"{split}_{name}": float(v) for split, ms in result.metrics.items() for name, v in ms.items()
+                    if isinstance(v, (int, float))}
+
+        def batches(start_step: int, micro_size: int, rank: int, world: int) -> Iterator[dict[str, Any]]:
+            for step in range(start_step, total_steps):
+                epoch, b = divmod(step, steps_per_epoch)
+                order = np.random.default_rng([cfg.seed, epoch]).permutation(n_train)
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                parts = np.array_split(idx, world * accum)
+                for part in parts[rank * accum:(rank + 1) * accum]:
+                    yield run.train_batch(part.tolist())
+
+        fit = engine.fit(model, TaskObjective(spec.kind), batches, total_steps=total_steps,
+                         global_batch=cfg.batch_size, micro_batch=cfg.micro_batch_size, evaluate=evaluate,
+                         eval_every=steps_per_epoch, job_state=job_state, tokenizer_dir=Path(model_dir),
+                         stop_after=stop_after)
+        report: dict[str, Any] = {"task": spec.name, "interrupted": True, "steps": fit.state.step}
+        if fit.interrupted or not engine.is_main:
+            return report
+        best = job_state["best"]
+        if best is None:
+            raise DataError(f"fine-tuning on {spec.name} ran no evaluation; check the data in {data}")
+        result = best_result.get("result")
+        best_model = None
+        if result is None:  # resumed after the best epoch: evaluate the saved best checkpoint again
+            best_model = from_pretrained(output / "model", heads=[head_for(spec)]).to(device)
+            result = run.evaluate(best_model, device)
+        prediction_files = result.write(output / "predictions")
+        test_files: list[str] = []
+        if cfg.predict_test and spec.is_glue:
+            best_model = best_model or from_pretrained(output / "model", heads=[head_for(spec)]).to(device)
+            test_files = run.write_test(best_model, device, output / "submission")
+        report = {
+            "task": spec.name,
+            "model": str(model_dir),
+            "main_metric": spec.main_metric,
+            "best_epoch": best["epoch"],
+            "metrics": best["metrics"],
+            "history": job_state["history"],
+            "data": run.describe(),
+            "config": cfg.model_dump(mode="json"),
+            "steps": fit.state.step,
+            "seconds": round(time.perf_counter() - start_time, 1),
+            "train_seconds": round(fit.train_seconds, 3),
+            "train_examples_per_s": fit.train_samples / fit.train_seconds if fit.train_seconds else None,
+            "device": str(device),
+            "processes": engine.dist.world_size,
+            "files": {"model": str(output / "model"), "predictions": prediction_files, "submission": test_files},
+        }
+        atomic_write_json(output / "metrics.json", report)
+        return report
 
 
 def evaluate_checkpoint(
@@ -608,6 +676,10 @@ def evaluate_checkpoint(
     cfg = cfg or finetune_config(spec)
     device = resolve_device(cfg.device)
     model = from_pretrained(model_dir, heads=[head_for(spec)]).to(device)
+    if cfg.speedups:
+        from leanbert.speedups import optimize
+
+        optimize(model, for_training=False)
     if spec.kind != "span_qa" and model.config.num_labels != spec.num_labels:
         raise ConfigError(
             f"{model_dir} has a classifier with {model.config.num_labels} outputs but {spec.name} needs "

@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from leanbert.config import StrictConfig, apply_overrides, load_preset, load_yaml, validate
+from leanbert.algorithms.token_dropping import TokenDroppingConfig
+from leanbert.config import StrictConfig, load_config
 from leanbert.train.optim import OptimConfig
 
 
@@ -29,6 +30,7 @@ class TrainSection(StrictConfig):
     deterministic: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)
+    speedups: bool = True  # leanbert.optimize(model): oneDNN products, cheaper dropout mask (CPU)
 
 
 class CheckpointSection(StrictConfig):
@@ -47,6 +49,12 @@ class LogSection(StrictConfig):
     every: int = Field(10, ge=1)
     tensorboard: bool = True
     progress: bool = True
+    # Optional loggers (leanbert.train.callbacks); both work offline by default.
+    callbacks: list[Literal["wandb", "mlflow"]] = Field(default_factory=list)
+    wandb_project: str = "leanbert"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    mlflow_tracking_uri: str | None = None  # default: a file store in the run directory
+    mlflow_experiment: str = "leanbert"
 
 
 class PretrainConfig(StrictConfig):
@@ -57,7 +65,7 @@ class PretrainConfig(StrictConfig):
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     log: LogSection = Field(default_factory=LogSection)
-    token_dropping: dict[str, Any] = Field(default_factory=lambda: {"method": "none"})
+    token_dropping: TokenDroppingConfig = Field(default_factory=TokenDroppingConfig)
 
     @field_validator("model")
     @classmethod
@@ -77,26 +85,11 @@ class PretrainConfig(StrictConfig):
 
 
 def load_pretrain_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
-    """A pretraining config from a preset name or YAML file, with ``key=value`` overrides."""
-    p = Path(name_or_path)
-    if str(name_or_path).endswith((".yaml", ".yml")) or p.is_file():
-        data, source = load_yaml(p), str(p)
-    else:
-        data, source = load_preset("pretrain", str(name_or_path)), f"pretrain preset '{name_or_path}'"
-    return validate(PretrainConfig, apply_overrides(data, list(overrides)), source)
+    """A pretraining config from a preset name or YAML file, with ``key=value`` overrides. The
+    model section is checked against its family's config here, at start (a typo such as
+    ``model.hiden_size`` fails now, naming the valid keys), not when the model is built."""
+    from leanbert.models import resolve_model_section
 
-
-def resolve_model_config(section: dict[str, Any], vocab_size: int | None = None, heads: list[str] | None = None):
-    """The model config of a pretraining run: a preset plus overrides, sized to the tokenizer."""
-    from leanbert.config import load_model_config
-    from leanbert.config import load_preset as _load
-
-    data = dict(section)
-    preset = data.pop("preset", None)
-    base = _load("models", preset) if preset else {}
-    merged = {**base, **data}
-    if vocab_size is not None:
-        merged["vocab_size"] = vocab_size
-    if heads is not None:
-        merged["heads"] = heads
-    return load_model_config(merged, f"model section (preset {preset})" if preset else "model section")
+    cfg = load_config(PretrainConfig, "pretrain", name_or_path, overrides)
+    resolve_model_section(cfg.model, "model")
+    return cfg

@@ -1,11 +1,13 @@
 """Inference fast path for NoNorm MobileBERT (Sun et al., ACL 2020, Sec. 3.3 "Operational
 Optimizations": NoNorm and ReLU were chosen so that inference is a chain of matrix products).
 
-Taken automatically by :class:`~leanbert.models.mobilebert.MobileBertEncoder` when nothing
-needs the module graph: eval mode, gradients off (``torch.no_grad`` / ``torch.inference_mode``),
-float32 weights, no autocast, NoNorm and ReLU (the paper's choices), no router (token dropping), no per-layer outputs, and
-``encoder.fast_inference`` left True. Results equal the module path up to float rounding
-(tested to 1e-5).
+``leanbert.optimize(model, for_training=False)`` turns the model's
+:class:`~leanbert.models.mobilebert.MobileBertEncoder` into :class:`FastMobileBertEncoder`
+(same submodules, same state dict), which takes this path when nothing needs the module
+graph: eval mode, gradients off (``torch.no_grad`` / ``torch.inference_mode``), float32
+weights, no autocast, NoNorm and ReLU (the paper's choices), no router (token dropping), no
+per-layer outputs; otherwise it runs the modules. ``leanbert.restore(model)`` turns it back.
+Results equal the module path up to float rounding (tested to 1e-5).
 
 What it does, per block (names as in the module docstring of ``mobilebert.py``):
 
@@ -38,9 +40,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from leanbert.models.linear import onednn_available, onednn_product
+from leanbert.models.base import EncoderOutput
+from leanbert.models.mobilebert import MobileBertEncoder
+from leanbert.speedups.linear import onednn_available, onednn_product
 
-__all__ = ["eligible", "fast_forward", "drop_plan"]
+__all__ = ["FastMobileBertEncoder", "eligible", "fast_forward", "drop_plan"]
 
 
 @dataclass
@@ -140,8 +144,7 @@ def eligible(encoder: torch.nn.Module, input_ids: torch.Tensor) -> bool:
     """Whether the fast path may run this call (see the module docstring)."""
     cfg = encoder.config
     if (
-        not getattr(encoder, "fast_inference", True)
-        or encoder.training
+        encoder.training
         or torch.is_grad_enabled()
         or cfg.normalization_type != "no_norm"
         or cfg.hidden_act != "relu"
@@ -211,3 +214,33 @@ def fast_forward(
             h = down(up(h, relu=True)).addcmul_(h, gamma)
         x = block.bottleneck_out(h).addcmul_(x, block.bottleneck_gamma)
     return x.view(b, t, hidden)
+
+
+class FastMobileBertEncoder(MobileBertEncoder):
+    """A :class:`~leanbert.models.mobilebert.MobileBertEncoder` that takes the packed plan when
+    it may (see the module docstring). ``leanbert.optimize`` sets an encoder's class to this
+    one in place; it has no state of its own."""
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        *,
+        router=None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> EncoderOutput:
+        if router is None and not output_hidden_states and not output_attentions and eligible(self, input_ids):
+            hidden = fast_forward(self, input_ids, attention_mask, token_type_ids)
+            pooled = self.pooler(hidden) if self.pooler is not None else None
+            return EncoderOutput(hidden, pooled)
+        return super().forward(
+            input_ids, attention_mask, token_type_ids, router=router,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+        )
+
+    def train(self, mode: bool = True) -> FastMobileBertEncoder:
+        if mode:
+            drop_plan(self)
+        return super().train(mode)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import leanbert
-from leanbert.models import mobilebert_fast as fast
+from leanbert.speedups import mobilebert_inference as fast
 
 VOCAB = 97
 # the three attention sources: shared Q/K bottleneck, TINY's bottleneck, the block input
@@ -23,6 +23,7 @@ def model_for(arch: str, heads: list[str] | None = None, **more):
     preset, extra = ARCHITECTURES[arch]
     cfg = more | {"vocab_size": VOCAB, "max_position_embeddings": 64, "attention_dropout": 0.0, "hidden_dropout": 0.0}
     model = leanbert.build_model(preset, heads=heads if heads is not None else ["mlm"], **cfg, **extra).eval()
+    leanbert.optimize(model, for_training=False)
     torch.manual_seed(3)
     with torch.no_grad():  # gammas far from 1 and betas far from 0, so that folding them matters
         for name, p in model.named_parameters():
@@ -42,12 +43,8 @@ def batch(padded_batch):
 
 
 def module_path(model, *args, **kw):
-    model.encoder.fast_inference = False
-    try:
-        with torch.no_grad():
-            return model(*args, **kw)
-    finally:
-        model.encoder.fast_inference = True
+    with leanbert.plain_modules(model), torch.no_grad():
+        return model(*args, **kw)
 
 
 def fast_path(model, *args, **kw):
@@ -98,7 +95,7 @@ def test_fast_path_matches_transformers(tmp_path, batch):
             if "LayerNorm" in name:
                 p.uniform_(0.5, 2.0) if name.endswith("weight") else p.normal_(0.0, 0.5)
     hf.save_pretrained(tmp_path)
-    ours = leanbert.from_pretrained(tmp_path)
+    ours = leanbert.optimize(leanbert.from_pretrained(tmp_path), for_training=False)
     ids, mask, types = batch
     with torch.inference_mode():
         ref = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
@@ -112,8 +109,8 @@ def test_fast_path_matches_transformers(tmp_path, batch):
 def test_fast_path_runs_only_when_nothing_needs_the_modules(case, monkeypatch, batch):
     taken = []
     monkeypatch.setattr(fast, "fast_forward", lambda *a: taken.append(1))
-    model = model_for("mobilebert") if case != "layer_norm" else leanbert.build_model(
-        "ib-bert-test", vocab_size=VOCAB, max_position_embeddings=64).eval()
+    model = model_for("mobilebert") if case != "layer_norm" else leanbert.optimize(leanbert.build_model(
+        "ib-bert-test", vocab_size=VOCAB, max_position_embeddings=64).eval(), for_training=False)
     ids, mask, _ = batch
     kw = {}
     if case == "train":
@@ -123,7 +120,7 @@ def test_fast_path_runs_only_when_nothing_needs_the_modules(case, monkeypatch, b
     elif case == "attentions":
         kw["output_attentions"] = True
     elif case == "disabled":
-        model.encoder.fast_inference = False
+        leanbert.restore(model)
     if case == "grad":
         out = model(ids, mask, **kw)
     elif case == "bf16":

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leanbert.models.bert import attention
-from leanbert.models.dropout import Dropout, dropout, keep_mask
+from leanbert.speedups.attention import FastAttention
+from leanbert.speedups.dropout import FastDropout, dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -54,10 +54,10 @@ def test_dropout_is_identity_in_eval_or_at_zero_and_zero_at_one():
     assert dropout(x, 0.5, training=False) is x
     assert dropout(x, 0.0) is x
     assert torch.equal(dropout(x, 1.0), torch.zeros(10))
-    module = Dropout(0.5).eval()
+    module = FastDropout(0.5).eval()
     assert module(x) is x
-    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
-        Dropout(1.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FastDropout(1.5)
 
 
 def test_attention_with_dropout_equals_the_definition_with_the_same_mask():
@@ -66,7 +66,7 @@ def test_attention_with_dropout_equals_the_definition_with_the_same_mask():
     key_mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
     key_mask[1, ..., 3:] = False
     torch.manual_seed(7)
-    out = attention(q, k, v, key_mask, 0.2)
+    out = FastAttention(0.2).train()(q, k, v, key_mask)[0]
     torch.manual_seed(7)
     mask = keep_mask((2, 3, 5, 5), 0.2)
     probs = ((q @ k.transpose(-1, -2)) / 2.0).masked_fill(~key_mask, float("-inf")).softmax(-1)
@@ -76,4 +76,6 @@ def test_attention_with_dropout_equals_the_definition_with_the_same_mask():
 def test_attention_without_dropout_is_sdpa():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 4, generator=g) for _ in range(3))
-    torch.testing.assert_close(attention(q, k, v, None, 0.0), F.scaled_dot_product_attention(q, k, v))
+    ctx, scores, probs = FastAttention(0.0)(q, k, v, None)
+    torch.testing.assert_close(ctx, F.scaled_dot_product_attention(q, k, v))
+    assert scores is None and probs is None

@@ -65,11 +65,7 @@ def adapter_for(hf_model_type: str) -> HFAdapter:
     if hf_model_type == "bert":
         return BERT_ADAPTER
     if hf_model_type == "mobilebert":
-        try:
-            from leanbert.models.mobilebert import HF_ADAPTER
-        except ImportError:
-            raise CheckpointError("MobileBERT checkpoints need leanbert's MobileBERT model, which this version lacks") from None
-        return HF_ADAPTER
+        return MOBILEBERT_ADAPTER
     raise CheckpointError(
         f"transformers model_type '{hf_model_type}' is not supported; leanbert reads bert and mobilebert checkpoints"
     )
@@ -84,34 +80,21 @@ def heads_in_hf_state(keys: list[str]) -> list[str]:
     return [h for h, prefix in HF_HEAD_PREFIXES.items() if any(k.startswith(prefix) for k in keys)]
 
 
-def load_hf_model(cfg: dict[str, Any], state: dict[str, torch.Tensor], source: str, heads: list[str] | None,
-                  new_heads: list[str], overrides: dict[str, Any]):
-    """Build a leanbert model from a transformers config and state dict."""
-    from leanbert.checkpoint import choose_heads, load_weights_checked
-    from leanbert.config import load_model_config
-    from leanbert.models.model import LeanbertModel
-
+def config_from_hf_checkpoint(cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The leanbert model config (plain data, heads not chosen yet) of a transformers
+    ``config.json`` and its weights: the family's mapping, plus what only the weights tell
+    (no pooler weights: build none; a classifier's width gives ``num_labels``)."""
     adapter = adapter_for(str(cfg.get("model_type")))
     lb_cfg = adapter.config_from_hf(cfg)
     # BertForMaskedLM (and MobileBertForMaskedLM) have no pooler: build none rather than a random one.
     if not any(k.endswith("pooler.dense.weight") for k in state):
-        from leanbert.models import config_class
-
-        if "use_pooler" in config_class(lb_cfg["model_type"]).model_fields:
-            lb_cfg["use_pooler"] = False
-    lb_cfg["heads"] = choose_heads(heads_in_hf_state(list(state)), heads, new_heads, source)
-    if "classifier" in lb_cfg["heads"] and "classifier" not in new_heads and "num_labels" not in overrides:
-        w = state.get("classifier.weight")
-        if w is not None:
-            lb_cfg["num_labels"] = int(w.shape[0])
-            if w.shape[0] == 1:
-                lb_cfg["problem_type"] = "regression"
-    lb_cfg.update(overrides)
-    config = load_model_config(lb_cfg, f"{source}/config.json")
-    model = LeanbertModel(config)
-    lb_state = state_from_hf(adapter, config, state, source, skip_heads=set(new_heads))
-    load_weights_checked(model, lb_state, source, skip_heads=set(new_heads))
-    return model
+        lb_cfg["use_pooler"] = False
+    w = state.get("classifier.weight")
+    if w is not None:
+        lb_cfg["num_labels"] = int(w.shape[0])
+        if w.shape[0] == 1:
+            lb_cfg["problem_type"] = "regression"
+    return lb_cfg
 
 
 def state_from_hf(adapter: HFAdapter, config: Any, state: dict[str, torch.Tensor], source: str,
@@ -318,5 +301,122 @@ BERT_ADAPTER = HFAdapter(
     config_from_hf=bert_config_from_hf,
     config_to_hf=bert_config_to_hf,
     key_map=bert_key_map,
+    tied_keys=tied_mlm_keys,
+)
+
+
+# --------------------------------------------------------------------------------------
+# MobileBERT
+# --------------------------------------------------------------------------------------
+
+def mobilebert_config_from_hf(cfg: dict[str, Any]) -> dict[str, Any]:
+    """transformers ``MobileBertConfig`` -> leanbert config. One known difference: with
+    ``normalization_type: layer_norm`` transformers builds the embedding LayerNorm and each
+    block's last FFN LayerNorm with eps 1e-5 whatever ``layer_norm_eps`` says; leanbert uses
+    ``layer_norm_eps`` everywhere (outputs differ by ~3e-4). NoNorm models, the released
+    ones included, match to ~1e-7."""
+    if not cfg.get("use_bottleneck", True):
+        raise CheckpointError(
+            "MobileBERT checkpoints without bottlenecks (use_bottleneck: false) are not supported; "
+            "such a model is a BERT with NoNorm, which leanbert does not offer"
+        )
+    norm = cfg.get("normalization_type", "no_norm")
+    if norm not in ("no_norm", "layer_norm"):
+        raise CheckpointError(f"normalization_type '{norm}' is not supported; use no_norm or layer_norm")
+    bottleneck_attention = bool(cfg.get("use_bottleneck_attention", False))
+    # MobileBertForMaskedLM is built without the pooler whatever classifier_activation says.
+    from leanbert.models.mobilebert import MobileBertConfig
+
+    masked_lm_only = any(str(a).endswith("ForMaskedLM") for a in cfg.get("architectures") or [])
+    return {
+        "model_type": "mobilebert",
+        **shared_config_from_hf(cfg, MobileBertConfig),
+        "embedding_size": cfg.get("embedding_size", 128),
+        "trigram_input": cfg.get("trigram_input", True),
+        "intra_bottleneck_size": cfg.get("intra_bottleneck_size", 128),
+        # With bottleneck attention transformers builds the shared bottleneck but never uses it.
+        "key_query_shared_bottleneck": bool(cfg.get("key_query_shared_bottleneck", True)) and not bottleneck_attention,
+        "use_bottleneck_attention": bottleneck_attention,
+        "num_feedforward_networks": cfg.get("num_feedforward_networks", 4),
+        "normalization_type": norm,
+        "use_pooler": bool(cfg.get("classifier_activation", True)) and not masked_lm_only,
+    }
+
+
+def mobilebert_config_to_hf(config: Any) -> dict[str, Any]:
+    """leanbert config -> transformers ``MobileBertConfig``; refuses what transformers cannot build."""
+    if config.attention_source == "block_input" and config.intra_bottleneck_size != config.hidden_size:
+        raise CheckpointError(
+            "transformers' MobileBERT cannot express queries and keys from the block input with an "
+            f"intra-block size ({config.intra_bottleneck_size}) other than hidden_size ({config.hidden_size}), "
+            "as the IB-BERT teacher has; keep it in leanbert's own format (leanbert.save_pretrained)"
+        )
+    return {
+        "model_type": "mobilebert",
+        **shared_config_to_hf(config),
+        "embedding_size": config.embedding_size,
+        "trigram_input": config.trigram_input,
+        "use_bottleneck": True,
+        "intra_bottleneck_size": config.intra_bottleneck_size,
+        "true_hidden_size": config.intra_bottleneck_size,
+        "key_query_shared_bottleneck": config.key_query_shared_bottleneck,
+        "use_bottleneck_attention": config.use_bottleneck_attention,
+        "num_feedforward_networks": config.num_feedforward_networks,
+        "normalization_type": config.normalization_type,
+        "classifier_activation": config.use_pooler,
+    }
+
+
+def mobilebert_key_map(config: Any) -> dict[str, list[str]]:
+    """leanbert name -> transformers name(s) (body keys without the ``mobilebert.`` prefix)."""
+    m: dict[str, list[str]] = {}
+
+    def lin(lb: str, hf: str) -> None:
+        linear_keys(m, lb, hf)
+
+    embedding_table_keys(m)
+    if config.trigram_input or config.embedding_size != config.hidden_size:
+        lin("encoder.embeddings.projection", "embeddings.embedding_transformation")
+    lin("encoder.embeddings.norm", "embeddings.LayerNorm")
+    n_ffn = config.num_feedforward_networks
+    for i in range(config.num_layers):
+        lb, hf = f"encoder.layers.{i}", f"encoder.layer.{i}"
+        lin(f"{lb}.input_bottleneck.dense", f"{hf}.bottleneck.input.dense")
+        lin(f"{lb}.input_bottleneck.norm", f"{hf}.bottleneck.input.LayerNorm")
+        if config.attention_source == "shared_bottleneck":
+            lin(f"{lb}.qk_bottleneck.dense", f"{hf}.bottleneck.attention.dense")
+            lin(f"{lb}.qk_bottleneck.norm", f"{hf}.bottleneck.attention.LayerNorm")
+        att = f"{hf}.attention"
+        for p in ("weight", "bias"):
+            m[f"{lb}.attention.query_key.{p}"] = [f"{att}.self.query.{p}", f"{att}.self.key.{p}"]
+        lin(f"{lb}.attention.value", f"{att}.self.value")
+        lin(f"{lb}.attention.out", f"{att}.output.dense")
+        lin(f"{lb}.attention.norm", f"{att}.output.LayerNorm")
+        # transformers: FFNs 1..n-1 are `ffn.j`, the last one is `intermediate` + `output`.
+        for j in range(n_ffn - 1):
+            lin(f"{lb}.ffns.{j}.up", f"{hf}.ffn.{j}.intermediate.dense")
+            lin(f"{lb}.ffns.{j}.down", f"{hf}.ffn.{j}.output.dense")
+            lin(f"{lb}.ffns.{j}.norm", f"{hf}.ffn.{j}.output.LayerNorm")
+        last = f"{lb}.ffns.{n_ffn - 1}"
+        lin(f"{last}.up", f"{hf}.intermediate.dense")
+        lin(f"{last}.down", f"{hf}.output.dense")
+        lin(f"{last}.norm", f"{hf}.output.LayerNorm")
+        lin(f"{lb}.output_bottleneck.dense", f"{hf}.output.bottleneck.dense")
+        lin(f"{lb}.output_bottleneck.norm", f"{hf}.output.bottleneck.LayerNorm")
+    if config.use_pooler:
+        lin("encoder.pooler.dense", "pooler.dense")
+    add_head_keys(m, config)
+    if "mlm" in config.heads:
+        m["mlm.decoder_extra"] = ["cls.predictions.dense.weight"]
+    return m
+
+
+MOBILEBERT_ADAPTER = HFAdapter(
+    hf_model_type="mobilebert",
+    base_prefix="mobilebert.",
+    arch_prefix="MobileBert",
+    config_from_hf=mobilebert_config_from_hf,
+    config_to_hf=mobilebert_config_to_hf,
+    key_map=mobilebert_key_map,
     tied_keys=tied_mlm_keys,
 )

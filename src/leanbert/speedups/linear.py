@@ -1,4 +1,5 @@
-"""Linear layers on oneDNN's fp32 matrix product (CPU).
+"""Linear layers on oneDNN's fp32 matrix product (CPU): a speed-up applied to a plain model by
+:func:`leanbert.speedups.optimize`, never written into the model files.
 
 PyTorch's ``F.linear`` multiplies fp32 matrices on CPU with MKL. oneDNN, which PyTorch also
 ships (``torch.ops.mkldnn._linear_pointwise``, the kernel ``torch.compile`` lowers CPU linear
@@ -28,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from leanbert.models.base import TiedLinear
 
 MIN_ROWS = 64  # below, MKL wins (measured: 32 rows of 128 -> 512 run 15-20% slower on oneDNN)
 
@@ -101,8 +104,22 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return onednn_product(x, weight, bias)  # no graph to record: skip the autograd.Function overhead
 
 
-class Linear(nn.Linear):
-    """``nn.Linear`` through :func:`linear` (same parameters, names and initialisation)."""
+class OneDNNLinear(nn.Linear):
+    """``nn.Linear`` through :func:`linear`: same parameters, names and initialisation.
+    :func:`leanbert.speedups.optimize` turns a model's ``nn.Linear`` layers into this class
+    in place, and :func:`leanbert.speedups.restore` back."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+    def forward_slice(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Output features ``start:stop`` only (see :func:`leanbert.models.base.linear_slice`)."""
+        return linear(x, self.weight[start:stop], None if self.bias is None else self.bias[start:stop])
+
+
+class OneDNNTiedLinear(TiedLinear):
+    """:class:`leanbert.models.base.TiedLinear` (a product with a weight passed in, the tied
+    MLM decoder) through :func:`linear`."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return linear(x, weight, bias)

@@ -1,4 +1,4 @@
-"""leanbert.models.linear: F.linear on oneDNN's fp32 product (CPU), same values and gradients."""
+"""leanbert.speedups.linear: F.linear on oneDNN's fp32 product (CPU), same values and gradients."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from leanbert.models import linear as lin
+from leanbert.speedups import linear as lin
 
 needs_onednn = pytest.mark.skipif(not lin.onednn_available(), reason="this PyTorch has no oneDNN linear kernel")
 
@@ -61,7 +61,7 @@ def test_falls_back_to_f_linear_for_few_rows_autocast_other_dtypes_and_dispatch_
 
 def test_linear_module_keeps_nn_linear_names_and_init():
     torch.manual_seed(0)
-    a = lin.Linear(4, 3)
+    a = lin.OneDNNLinear(4, 3)
     torch.manual_seed(0)
     b = torch.nn.Linear(4, 3)
     assert a.state_dict().keys() == b.state_dict().keys()
@@ -69,7 +69,7 @@ def test_linear_module_keeps_nn_linear_names_and_init():
 
 
 def test_leaves_the_kernels_to_torch_compile(monkeypatch):
-    from leanbert.models import dropout as drop
+    from leanbert.speedups import dropout as drop
 
     x, w = torch.randn(lin.MIN_ROWS, 4), torch.randn(5, 4)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
