@@ -32,10 +32,11 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def format_validation_error(err: ValidationError, cls: type[BaseModel], source: str) -> str:
-    """Turn a pydantic error into one line: where, which key, what is wrong, how to fix it."""
+def format_validation_error(err: ValidationError, cls: type[BaseModel], source: str, prefix: str = "") -> str:
+    """Turn a pydantic error into one line: where, which key, what is wrong, how to fix it.
+    ``prefix`` names the section ``cls`` sits in (``"model."``), so keys read as the user set them."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    loc = prefix + (".".join(str(p) for p in first["loc"]) or "<root>")
     kind = first["type"]
     if kind == "extra_forbidden":
         key = str(first["loc"][-1])
@@ -72,14 +73,14 @@ def _section_class(cls: type[BaseModel], path: Sequence[Any]) -> type[BaseModel]
     return cls
 
 
-def validate(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T:
+def validate(cls: type[T], data: Mapping[str, Any], source: str = "config", prefix: str = "") -> T:
     """Validate ``data`` against ``cls``; raise :class:`ConfigError` with one clear line."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
     try:
         return cls.model_validate(dict(data))
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, cls, source)) from None
+        raise ConfigError(format_validation_error(err, cls, source, prefix)) from None
 
 
 # --------------------------------------------------------------------------------------

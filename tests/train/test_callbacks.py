@@ -371,3 +371,21 @@ def test_importing_the_module_imports_no_tracker():
     code = "import sys, leanbert.train.callbacks; print(sorted({'wandb', 'mlflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- through the engine
+
+
+def test_engine_feeds_wandb_offline_and_mlflow_file_store_the_logged_metrics(wandb, mlflow, tiny_fit, tmp_path):
+    out = tmp_path / "run"
+    tiny_fit(out, steps=3, log={"callbacks": ["wandb", "mlflow"]})
+    logged = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in logged if r["kind"] == "train"}
+    assert sorted(losses) == [1, 2, 3]
+    (path,) = wandb_files(out)
+    history = wandb_history(path)
+    assert {step: row["train/loss"] for step, row in history.items()} == pytest.approx(losses)
+    client = mlflow.tracking.MlflowClient(f"file://{out / 'mlruns'}")
+    run_id = (out / "mlflow_run_id.txt").read_text().strip()
+    got = {m.step: m.value for m in client.get_metric_history(run_id, "train/loss")}
+    assert got == pytest.approx(losses)

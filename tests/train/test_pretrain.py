@@ -137,6 +137,11 @@ def test_nan_loss_stops_cleanly_and_keeps_last_good_checkpoint(prepared, tmp_pat
     ("data.batch_size=0", "key 'data.batch_size'"),
     ("data.micro_batch_size=3", "not a multiple of data.micro_batch_size"),
     ("checkpoint.every=-1", "key 'checkpoint.every'"),
+    ("model.hiden_size=64", r"unknown key 'model.hiden_size' \(did you mean 'hidden_size'\?\); valid keys are: .*intermediate_size"),
+    ("model.num_heads=5", "hidden_size 32 is not divisible by num_heads 5"),
+    ("optim.lrr=1", r"unknown key 'optim.lrr' \(did you mean 'lr'\?\); valid keys are: betas, clip_grad_norm"),
+    ("token_dropping.kep=0.5", r"unknown key 'token_dropping.kep' \(did you mean 'keep'\?\); valid keys are: allow_ids"),
+    ("token_dropping.method=tokens", "key 'token_dropping.method'"),
 ])
 def test_bad_config_values_are_rejected_at_start(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}/sweep.json ({len(report['runs'])} runs)")
         return 0
     report = finetune(task, args.data, args.model, args.output, cfg)
+    if not report.get("main_process", True):
+        return 0  # another torchrun process: the main one reports
     print(json.dumps({"task": report["task"], "best_epoch": report["best_epoch"], "metrics": report["metrics"]}, indent=2))
     print(f"wrote {args.output}/metrics.json, best checkpoint in {report['files']['model']}")
     return 0

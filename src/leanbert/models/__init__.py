@@ -1,83 +1,31 @@
 """Model families (BERT, MobileBERT) behind one registry, their presets, and ``build_model``.
 
-The registry maps ``model_type`` to the module that defines the family (its config class,
-encoder, MLM head and per-layer FLOP count, in one ``FAMILY`` entry); the model presets are
-YAML files in ``leanbert/presets/models/``. Family modules are imported on first use, so that
-``import leanbert`` stays light.
+The registry (:mod:`leanbert.models.registry`) maps ``model_type`` to the module that defines
+the family (its config class, encoder, MLM head and per-layer FLOP count, in one ``FAMILY``
+entry); the model presets are YAML files in ``leanbert/presets/models/``. Family modules are
+imported on first use, so that ``import leanbert`` stays light.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from leanbert.config import apply_overrides, list_presets, load_preset, load_yaml, validate
-from leanbert.errors import ConfigError, did_you_mean
+from leanbert.models.registry import (
+    config_class,
+    family,
+    list_model_presets,
+    load_model_config,
+    model_preset,
+    model_types,
+    resolve_model_section,
+)
 
 if TYPE_CHECKING:
-    from leanbert.models.base import ModelFamily
     from leanbert.models.model import LeanbertModel
 
-# model_type -> module defining FAMILY
-_FAMILY_MODULES = {
-    "bert": "leanbert.models.bert",
-    "mobilebert": "leanbert.models.mobilebert",
-}
-
-
-def model_types() -> list[str]:
-    return sorted(_FAMILY_MODULES)
-
-
-def family(model_type: str, source: str = "model config") -> ModelFamily:
-    if model_type not in _FAMILY_MODULES:
-        raise ConfigError(
-            f"{source}: unknown model_type '{model_type}'{did_you_mean(model_type, _FAMILY_MODULES)}; "
-            f"choose one of: {', '.join(model_types())}"
-        )
-    return importlib.import_module(_FAMILY_MODULES[model_type]).FAMILY
-
-
-def config_class(model_type: str, source: str = "model config") -> type:
-    return family(model_type, source).config_cls
-
-
-def list_model_presets() -> list[str]:
-    return list_presets("models")
-
-
-def load_model_config(data: Mapping[str, Any], source: str = "model config") -> Any:
-    """Validate a model config mapping, dispatching on its ``model_type`` (default ``bert``)."""
-    model_type = data.get("model_type", "bert") if isinstance(data, Mapping) else "bert"
-    return validate(config_class(str(model_type), source), data, source)
-
-
-def model_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Any:
-    """A model config from a preset name (``bert-base``) or a YAML file, with overrides."""
-    p = Path(name_or_path)
-    if str(name_or_path).endswith((".yaml", ".yml")) or p.is_file():
-        data, source = load_yaml(p), str(p)
-    else:
-        data, source = load_preset("models", str(name_or_path)), f"preset '{name_or_path}'"
-    return load_model_config(apply_overrides(data, overrides), source)
-
-
-def resolve_model_section(section: Mapping[str, Any], source: str = "model", **fixed: Any) -> Any:
-    """A model config from a run's ``model`` section: ``preset`` (a name or a YAML file) plus
-    any keys that override it, plus ``fixed`` values the run imposes (vocabulary size, heads).
-    Unknown keys fail with the keys of the family's config (``model.hiden_size``: did you
-    mean hidden_size)."""
-    data = dict(section)
-    preset = data.pop("preset", None)
-    base: dict[str, Any] = {}
-    if preset is not None:
-        p = Path(str(preset))
-        base = load_yaml(p) if str(preset).endswith((".yaml", ".yml")) or p.is_file() else load_preset("models", str(preset))
-    merged = {**base, **data, **{k: v for k, v in fixed.items() if v is not None}}
-    where = f"{source} section (preset {preset})" if preset else f"{source} section"
-    return load_model_config(merged, where)
+__all__ = ["build_model", "config_class", "family", "list_model_presets", "load_model_config", "model_preset",
+           "model_types", "resolve_model_section"]
 
 
 def build_model(config: Any, **overrides: Any) -> LeanbertModel:

@@ -44,7 +44,7 @@ def full_rows(config: Any, seq_len: int) -> list[tuple[int, int]]:
 
 def encoder_flops(config: Any, rows: Rows) -> int:
     """Forward FLOPs of the encoder layers for one sequence, layer ``i`` running on ``rows[i]``."""
-    from leanbert.models import family
+    from leanbert.models.registry import family
 
     if len(rows) != config.num_layers:
         raise ValueError(f"rows has {len(rows)} entries for a model with {config.num_layers} layers")

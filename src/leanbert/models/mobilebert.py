@@ -41,15 +41,18 @@ already fp32 (NoNorm's fp32 gamma/beta promote them); what overflows is fp16 aut
 a large linear input (or a large product) to fp16, after which softmax and LayerNorm turn
 inf into NaN. So under fp16 autocast every linear layer of the encoder divides each token's
 input by a power of two that brings it into [-1, 1] and scales the fp32 result back (exact,
-see :func:`linear`), and attention runs in fp32 (see :func:`attend`); keeping the linear
+see :func:`linear`), and attention runs in fp32 (``Attention(fp32_under_fp16=True)``); keeping the linear
 layers themselves in fp32 would have given up most of fp16's speed. bf16 has fp32's range:
 nothing changes there, and fp32 pays one branch per linear layer.
 
+The modules are plain (``nn.Linear``; the fp16 rescaling is a function around them, inactive
+outside fp16 autocast), so quantization and ONNX export see an ordinary graph.
+
 Inference: the forward pass already avoids waste (Q and K in one matrix product, NoNorm as
-one ``addcmul``, fused ``scaled_dot_product_attention``). In eval mode without gradients the
-encoder goes further (:mod:`leanbert.models.mobilebert_fast`): every NoNorm folded into the
-linear layer before it, the products that read the block input fused into one, weights
-pre-packed for oneDNN, ReLU fused into the product.
+one ``addcmul``, fused ``scaled_dot_product_attention``). ``leanbert.optimize(model,
+for_training=False)`` goes further (:mod:`leanbert.speedups.mobilebert_inference`): every
+NoNorm folded into the linear layer before it, the products that read the block input fused
+into one, weights pre-packed for oneDNN, ReLU fused into the product.
 """
 
 from __future__ import annotations

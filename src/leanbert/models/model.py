@@ -36,7 +36,7 @@ class LeanbertModel(nn.Module):
 
     def __init__(self, config: EncoderConfigBase) -> None:
         super().__init__()
-        from leanbert.models import family
+        from leanbert.models.registry import family
 
         fam = family(config.model_type)
         self.config = config

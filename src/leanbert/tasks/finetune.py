@@ -615,9 +615,9 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
                          global_batch=cfg.batch_size, micro_batch=cfg.micro_batch_size, evaluate=evaluate,
                          eval_every=steps_per_epoch, job_state=job_state, tokenizer_dir=Path(model_dir),
                          stop_after=stop_after)
-        report: dict[str, Any] = {"task": spec.name, "interrupted": True, "steps": fit.state.step}
-        if fit.interrupted or not engine.is_main:
-            return report
+        if fit.interrupted or not engine.is_main:  # the main process writes the outputs
+            return {"task": spec.name, "steps": fit.state.step, "interrupted": fit.interrupted,
+                    "main_process": engine.is_main}
         best = job_state["best"]
         if best is None:
             raise DataError(f"fine-tuning on {spec.name} ran no evaluation; check the data in {data}")
