@@ -173,10 +173,10 @@ def load_preset(kind: str, name: str) -> dict[str, Any]:
     return dict(data)
 
 
-def load_config(cls: type[T], kind: str, name_or_path: str | Path | Mapping[str, Any],
-                overrides: Sequence[str] = ()) -> T:
-    """The one way every config kind is loaded: a preset of ``kind`` (``presets/<kind>/``) or a
-    YAML file (or a mapping), then ``key=value`` overrides, then validation against ``cls``."""
+def read_config(kind: str, name_or_path: str | Path | Mapping[str, Any],
+                overrides: Sequence[str] = ()) -> tuple[dict[str, Any], str]:
+    """``(data, source)`` of a config of ``kind``: a preset name (``presets/<kind>/``), a YAML
+    file or a mapping, with ``key=value`` overrides applied; ``source`` names it in errors."""
     if isinstance(name_or_path, Mapping):
         data, source = dict(name_or_path), f"{kind} config"
     else:
@@ -185,4 +185,12 @@ def load_config(cls: type[T], kind: str, name_or_path: str | Path | Mapping[str,
             data, source = load_yaml(p), str(p)
         else:
             data, source = load_preset(kind, str(name_or_path)), f"{kind.rstrip('s')} preset '{name_or_path}'"
-    return validate(cls, apply_overrides(data, overrides), source)
+    return apply_overrides(data, overrides), source
+
+
+def load_config(cls: type[T], kind: str, name_or_path: str | Path | Mapping[str, Any],
+                overrides: Sequence[str] = ()) -> T:
+    """The one way every config kind is loaded: a preset of ``kind`` or a YAML file (or a
+    mapping), then ``key=value`` overrides, then validation against ``cls``."""
+    data, source = read_config(kind, name_or_path, overrides)
+    return validate(cls, data, source)

@@ -185,9 +185,20 @@ def embedding_table_keys(m: dict[str, list[str]]) -> None:
         m[f"encoder.embeddings.{name}.weight"] = [f"embeddings.{name}_embeddings.weight"]
 
 
+def ffn_keys(m: dict[str, list[str]], lb: str, hf: str) -> None:
+    """A feed-forward network (``up``, ``down``, ``norm``) whose transformers names are
+    ``intermediate.dense``, ``output.dense`` and ``output.LayerNorm`` under ``hf``."""
+    linear_keys(m, f"{lb}.up", f"{hf}.intermediate.dense")
+    linear_keys(m, f"{lb}.down", f"{hf}.output.dense")
+    linear_keys(m, f"{lb}.norm", f"{hf}.output.LayerNorm")
+
+
 def add_head_keys(m: dict[str, list[str]], config: Any) -> None:
-    """Head parameters, named alike in transformers' BERT and MobileBERT classes (a family with
-    extra MLM parameters, like MobileBERT's 384-wide decoder part, adds those itself)."""
+    """The pooler and the head parameters, named alike in transformers' BERT and MobileBERT
+    classes (a family with extra MLM parameters, like MobileBERT's 384-wide decoder part, adds
+    those itself)."""
+    if config.use_pooler:
+        linear_keys(m, "encoder.pooler.dense", "pooler.dense")
     heads = set(config.heads)
     if "mlm" in heads:
         linear_keys(m, "mlm.dense", "cls.predictions.transform.dense")
@@ -285,11 +296,7 @@ def bert_key_map(config: Any) -> dict[str, list[str]]:
             m[f"{lb}.attention.qkv.{p}"] = [f"{hf}.attention.self.{n}.{p}" for n in ("query", "key", "value")]
         lin(f"{lb}.attention.out", f"{hf}.attention.output.dense")
         lin(f"{lb}.attention.norm", f"{hf}.attention.output.LayerNorm")
-        lin(f"{lb}.ffn.up", f"{hf}.intermediate.dense")
-        lin(f"{lb}.ffn.down", f"{hf}.output.dense")
-        lin(f"{lb}.ffn.norm", f"{hf}.output.LayerNorm")
-    if config.use_pooler:
-        lin("encoder.pooler.dense", "pooler.dense")
+        ffn_keys(m, f"{lb}.ffn", hf)
     add_head_keys(m, config)
     return m
 
@@ -394,17 +401,10 @@ def mobilebert_key_map(config: Any) -> dict[str, list[str]]:
         lin(f"{lb}.attention.norm", f"{att}.output.LayerNorm")
         # transformers: FFNs 1..n-1 are `ffn.j`, the last one is `intermediate` + `output`.
         for j in range(n_ffn - 1):
-            lin(f"{lb}.ffns.{j}.up", f"{hf}.ffn.{j}.intermediate.dense")
-            lin(f"{lb}.ffns.{j}.down", f"{hf}.ffn.{j}.output.dense")
-            lin(f"{lb}.ffns.{j}.norm", f"{hf}.ffn.{j}.output.LayerNorm")
-        last = f"{lb}.ffns.{n_ffn - 1}"
-        lin(f"{last}.up", f"{hf}.intermediate.dense")
-        lin(f"{last}.down", f"{hf}.output.dense")
-        lin(f"{last}.norm", f"{hf}.output.LayerNorm")
+            ffn_keys(m, f"{lb}.ffns.{j}", f"{hf}.ffn.{j}")
+        ffn_keys(m, f"{lb}.ffns.{n_ffn - 1}", hf)
         lin(f"{lb}.output_bottleneck.dense", f"{hf}.output.bottleneck.dense")
         lin(f"{lb}.output_bottleneck.norm", f"{hf}.output.bottleneck.LayerNorm")
-    if config.use_pooler:
-        lin("encoder.pooler.dense", "pooler.dense")
     add_head_keys(m, config)
     if "mlm" in config.heads:
         m["mlm.decoder_extra"] = ["cls.predictions.dense.weight"]

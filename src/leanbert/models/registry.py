@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leanbert.config import apply_overrides, list_presets, load_preset, load_yaml, validate
+from leanbert.config import list_presets, read_config, validate
 from leanbert.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -50,12 +50,8 @@ def load_model_config(data: Mapping[str, Any], source: str = "model config", pre
 
 def model_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Any:
     """A model config from a preset name (``bert-base``) or a YAML file, with overrides."""
-    p = Path(name_or_path)
-    if str(name_or_path).endswith((".yaml", ".yml")) or p.is_file():
-        data, source = load_yaml(p), str(p)
-    else:
-        data, source = load_preset("models", str(name_or_path)), f"preset '{name_or_path}'"
-    return load_model_config(apply_overrides(data, overrides), source)
+    data, source = read_config("models", name_or_path, overrides)
+    return load_model_config(data, source)
 
 
 def resolve_model_section(section: Mapping[str, Any], source: str = "model", **fixed: Any) -> Any:
@@ -65,10 +61,7 @@ def resolve_model_section(section: Mapping[str, Any], source: str = "model", **f
     mean hidden_size)."""
     data = dict(section)
     preset = data.pop("preset", None)
-    base: dict[str, Any] = {}
-    if preset is not None:
-        p = Path(str(preset))
-        base = load_yaml(p) if str(preset).endswith((".yaml", ".yml")) or p.is_file() else load_preset("models", str(preset))
+    base = read_config("models", str(preset))[0] if preset is not None else {}
     merged = {**base, **data, **{k: v for k, v in fixed.items() if v is not None}}
     where = f"{source} section (preset {preset})" if preset else f"{source} section"
     return load_model_config(merged, where, prefix=f"{source}.")
