@@ -148,6 +148,41 @@ class LayerRouter(Protocol):
     def finish(self, hidden: torch.Tensor) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
+class Packing:
+    """The real tokens of a padded batch, packed into one ``[N, ...]`` tensor.
+
+    Everything in a Transformer layer except attention works token by token, so it can run on
+    the N real tokens instead of the B x S padded ones; attention unpacks to ``[B, S, ...]``
+    (zeros at the padding, which the key mask hides) and packs its output again. On GLUE-style
+    batches padded to their longest sentence, about two thirds of the tokens are padding
+    (SST-2), so the linear layers do a third of the work. ``index`` holds the flat positions
+    (into B x S) of the real tokens, in order.
+    """
+
+    index: torch.Tensor
+    batch: int
+    seq_len: int
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor) -> Packing | None:
+        """The packing of a [B, S] 1/0 mask, or None when nothing is padding."""
+        flat = attention_mask.reshape(-1).to(torch.bool)
+        index = flat.nonzero().squeeze(1)
+        if index.numel() == flat.numel():
+            return None
+        return cls(index, attention_mask.shape[0], attention_mask.shape[1])
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, S, ...] -> [N, ...]"""
+        return x.reshape(self.batch * self.seq_len, *x.shape[2:]).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, ...] -> [B, S, ...], zeros at the padding."""
+        out = x.new_zeros(self.batch * self.seq_len, *x.shape[1:]).index_copy(0, self.index, x)
+        return out.view(self.batch, self.seq_len, *x.shape[1:])
+
+
 def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """[B, S] 1/0 mask -> boolean [B, 1, 1, S] (True = attend) for scaled_dot_product_attention."""
     if attention_mask is None:
@@ -200,16 +235,19 @@ def run_layers(
     router: LayerRouter | None,
     output_hidden_states: bool,
     output_attentions: bool,
+    packing: Packing | None = None,
 ) -> tuple[torch.Tensor, list | None, list | None, list | None]:
-    """The layer loop shared by encoder families, with the router hook around each layer."""
+    """The layer loop shared by encoder families, with the router hook around each layer
+    (``packing``: the layers run on packed real tokens, see :class:`Packing`)."""
     all_hidden = [] if output_hidden_states else None
     all_scores = [] if output_attentions else None
     all_probs = [] if output_attentions else None
+    packed = {} if packing is None else {"packing": packing}
     for i, layer in enumerate(layers):
         query_index = None
         if router is not None:
             hidden, key_mask, query_index = router.before_layer(i, hidden, key_mask)
-        out = layer(hidden, key_mask, query_index, output_attentions)
+        out = layer(hidden, key_mask, query_index, output_attentions, **packed)
         hidden = out.hidden
         if router is not None:
             hidden = router.after_layer(i, hidden)
@@ -226,12 +264,13 @@ def run_layers(
 class EncoderBase(nn.Module):
     """The forward pass every encoder family shares: embeddings, the layer loop with the router
     hook, the pooler. A family's ``__init__`` sets ``config``, ``embeddings``, ``layers`` and
-    ``pooler`` (or None)."""
+    ``pooler`` (or None); a family whose layers take ``packing=`` sets ``supports_packing``."""
 
     config: EncoderConfigBase
     embeddings: nn.Module
     layers: nn.ModuleList
     pooler: nn.Module | None
+    supports_packing = False
 
     @property
     def hidden_size(self) -> int:
@@ -246,10 +285,21 @@ class EncoderBase(nn.Module):
         router: LayerRouter | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        packed: bool = False,
     ) -> EncoderOutput:
+        """``packed``: run the layers on the real tokens only (:class:`Packing`; padded positions
+        of ``last_hidden_state`` are then zeros). Taken when the family supports it, the batch
+        has padding, and no router or per-layer outputs are asked for."""
         emb = self.embeddings(input_ids, token_type_ids)
+        packing = None
+        if (packed and self.supports_packing and attention_mask is not None and router is None
+                and not output_hidden_states and not output_attentions):
+            packing = Packing.of(attention_mask)
         hidden, all_hidden, scores, probs = run_layers(
-            self.layers, emb, key_padding_mask(attention_mask), router, output_hidden_states, output_attentions
+            self.layers, emb if packing is None else packing.pack(emb), key_padding_mask(attention_mask), router,
+            output_hidden_states, output_attentions, packing,
         )
+        if packing is not None:
+            hidden = packing.unpack(hidden)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return EncoderOutput(hidden, pooled, emb if output_hidden_states else None, all_hidden, scores, probs)

@@ -27,6 +27,7 @@ from leanbert.models.base import (
     EncoderConfigBase,
     LayerOutput,
     ModelFamily,
+    Packing,
     Probability,
     Size,
     TiedLinear,
@@ -119,7 +120,15 @@ class BertSelfAttention(nn.Module):
         key_mask: torch.Tensor | None,
         query_index: torch.Tensor | None = None,
         output_attentions: bool = False,
+        packing: Packing | None = None,
     ) -> LayerOutput:
+        if packing is not None:  # x: the real tokens [N, H]; attention on the padded layout
+            b, s, h = packing.batch, packing.seq_len, x.shape[-1]
+            qkv = packing.unpack(self.qkv(x))
+            q, k, v = qkv.view(b, s, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            ctx, _, _ = self.attend(q, k, v, key_mask)
+            ctx = packing.pack(ctx.transpose(1, 2).reshape(b, s, h))
+            return LayerOutput(self.norm(x + self.dropout(self.out(ctx))))
         b, s, h = x.shape
         if query_index is None:
             q, k, v = self.qkv(x).view(b, s, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -160,8 +169,9 @@ class BertLayer(nn.Module):
         key_mask: torch.Tensor | None,
         query_index: torch.Tensor | None = None,
         output_attentions: bool = False,
+        packing: Packing | None = None,
     ) -> LayerOutput:
-        out = self.attention(x, key_mask, query_index, output_attentions)
+        out = self.attention(x, key_mask, query_index, output_attentions, packing)
         out.hidden = self.ffn(out.hidden)
         return out
 
@@ -183,7 +193,10 @@ class BertPooler(nn.Module):
 
 
 class BertEncoder(EncoderBase):
-    """Embeddings, L post-LN Transformer layers and the (optional) pooler."""
+    """Embeddings, L post-LN Transformer layers and the (optional) pooler. The layers can run on
+    packed real tokens (``packed=True``, see :class:`~leanbert.models.base.Packing`)."""
+
+    supports_packing = True
 
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()

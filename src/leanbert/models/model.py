@@ -97,6 +97,7 @@ class LeanbertModel(nn.Module):
         router: LayerRouter | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        packed: bool = False,
     ) -> ModelOutput:
         if labels is not None and mlm_positions is not None and mlm_positions.shape != labels.shape:
             raise ValueError("mlm_positions and labels must have the same shape [batch, predictions]")
@@ -107,6 +108,7 @@ class LeanbertModel(nn.Module):
             router=router,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
+            packed=packed,
         )
         last = enc.last_hidden_state
         pooled = enc.pooled_output if enc.pooled_output is not None else last[:, 0]

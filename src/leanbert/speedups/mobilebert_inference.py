@@ -230,6 +230,7 @@ class FastMobileBertEncoder(MobileBertEncoder):
         router=None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        packed: bool = False,
     ) -> EncoderOutput:
         if router is None and not output_hidden_states and not output_attentions and eligible(self, input_ids):
             hidden = fast_forward(self, input_ids, attention_mask, token_type_ids)
@@ -237,7 +238,7 @@ class FastMobileBertEncoder(MobileBertEncoder):
             return EncoderOutput(hidden, pooled)
         return super().forward(
             input_ids, attention_mask, token_type_ids, router=router,
-            output_hidden_states=output_hidden_states, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, output_attentions=output_attentions, packed=packed,
         )
 
     def train(self, mode: bool = True) -> FastMobileBertEncoder:

@@ -467,7 +467,10 @@ class TaskObjective:
     def __call__(self, model, batch: dict[str, Any], router: Any = None) -> dict[str, Any]:
         from leanbert import losses
 
-        out = model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        # Sequence tasks read only [CLS]: the layers run on the real tokens (Packing), a third of
+        # the rows on GLUE batches. Span QA scores every position, so it keeps the padded layout.
+        out = model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
+                    packed=self.kind != "span_qa")
         if self.kind == "span_qa":
             per_example, _ = losses.span_losses(out.start_logits, out.end_logits, batch["start_positions"],
                                                 batch["end_positions"])

@@ -9,6 +9,7 @@ measure it).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -18,8 +19,10 @@ from typing import Any
 import torch
 
 
+@functools.cache
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 0.5, n: int = 2048) -> float:
-    """Sustained FLOP/s of an n x n matmul in ``dtype`` on ``device`` (best of a few runs)."""
+    """Sustained FLOP/s of an n x n matmul in ``dtype`` on ``device`` (best of a few runs;
+    measured once per process for each device, precision and duration)."""
     g = torch.Generator(device=device).manual_seed(0)  # private: must not move the training RNG
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
