@@ -8,9 +8,11 @@
    training step consumes: the measured steps per second of a small BERT on this machine
    (forward, backward, AdamW) at the same batch shape.
 
-    python benchmarks/bench_data.py [--books 12] [--workers 2] [--batch 32]
+    python benchmarks/bench_data.py [--books 12] [--workers 2] [--batch 32]   # or: leanbert bench data
 
-Prints a table and writes benchmarks/results/bench_data.json.
+Prints a table and writes benchmarks/results/data.json (``--output``). The tokenisation rows
+include ``leanbert data prepare``'s default worker count (measured, see
+:func:`leanbert.data.shards.auto_workers`).
 """
 
 from __future__ import annotations
@@ -92,29 +94,38 @@ def bench_loader(files, tok, batch, steps):
     return out, rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="leanbert bench data", description=__doc__.splitlines()[0])
     ap.add_argument("--books", type=int, default=12, help="Gutenberg books to use (sorted by name)")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="worker processes to compare with in-process")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5, help="training steps timed per model")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="one book, one step (a smoke test; numbers mean little)")
+    ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "data.json"), help="JSON output")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.books, args.steps = 1, 1
     if not GUTENBERG.is_dir():
-        sys.exit(f"real data not found at {GUTENBERG}")
+        print(f"real data not found at {GUTENBERG} (../shared/data beside the checkout)", file=sys.stderr)
+        return 2
     files = sorted(GUTENBERG.glob("*.txt"))[: args.books]
 
+    from leanbert.data.shards import auto_workers
     from leanbert.data.tokenizer import resolve_tokenizer, train_tokenizer
+    from leanbert.io import atomic_write_json
 
     try:
         tok, tok_name = resolve_tokenizer("bert-base-uncased"), "bert-base-uncased"
     except Exception:  # offline: a tokenizer trained on the same books
         tok, tok_name = train_tokenizer(files, vocab_size=8000), "trained WordPiece 8000"
 
+    default_workers = auto_workers(files, tok)
     tok_rows, tok_res = bench_tokenisation(files, tok, args.workers)
+    tok_res["prepare_default_workers"] = default_workers
     load_res, _ = bench_loader(files[:4], tok, args.batch, args.steps)
 
     print(f"\ncorpus: {len(files)} Gutenberg books, {tok_res['corpus_mb']:.1f} MB; tokenizer {tok_name}; "
-          f"{os.cpu_count()} CPU cores\n")
+          f"{os.cpu_count()} CPU cores; 'leanbert data prepare' picks {default_workers} worker(s) here\n")
     print(f"{'tokenisation':<55} {'MB/s':>8} {'tokens':>12}")
     for label, rate, tokens in tok_rows:
         print(f"{label:<55} {rate:8.2f} {tokens:12d}")
@@ -131,11 +142,10 @@ def main() -> None:
         "tokenisation": tok_res,
         "loader": load_res,
     }
-    out = ROOT / "benchmarks" / "results" / "bench_data.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {out}")
+    atomic_write_json(args.output, result)
+    print(f"\nwrote {args.output}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -141,3 +141,23 @@ def test_vocabulary_over_16_bits_uses_uint32():
 
 def test_manifest_is_plain_json(packed_dir):
     assert json.loads((packed_dir / "manifest.json").read_text())["format_version"] == 1
+
+
+@pytest.mark.parametrize(("busy", "cores", "workers"), [(1.9, 2, 0), (1.0, 2, 2), (1.0, 8, 8), (3.0, 32, 10),
+                                                         (4.0, 4, 0), (0.5, 4, 4)])
+def test_worker_count_follows_the_cores_the_tokenizer_leaves_idle(busy, cores, workers):
+    from leanbert.data.shards import workers_for
+
+    assert workers_for(busy, cores) == workers
+
+
+def test_measured_worker_count_is_in_process_on_one_core(books, tokenizer):
+    from leanbert.data.shards import auto_workers
+
+    assert auto_workers(books, tokenizer, cores=1) == 0
+
+
+def test_default_worker_count_gives_the_same_shards(tmp_path, books, tokenizer):
+    auto = prepare(books, tokenizer, tmp_path / "auto", {"seq_length": 64})
+    inproc = prepare(books, tokenizer, tmp_path / "inproc", {"seq_length": 64}, workers=0)
+    assert auto["splits"] == inproc["splits"]

@@ -7,6 +7,7 @@ import sys
 
 from leanbert.cli._common import add_set_option
 from leanbert.cli.tokenizer import _add_reader_options
+from leanbert.errors import ConfigError
 
 
 def register(sub) -> None:
@@ -34,7 +35,10 @@ def register(sub) -> None:
     r.add_argument("--validation-fraction", type=float, default=0.01, help="share of documents held out")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--shard-size", type=int, default=65536, help="examples per shard file")
-    r.add_argument("--workers", type=int, default=None, help="tokeniser processes (default: CPU count; 0 = in process)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="tokeniser processes; 0 = in this process. Default: measured on the first MB of text: "
+                        "in process when the tokenizer's own threads already keep the cores busy (small "
+                        "machines), else one process per core they leave idle")
     r.add_argument("--overwrite", action="store_true", help="replace shards prepared from other inputs")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--cased", action="store_true", help="with a bare vocab.txt: do not lower-case")
@@ -58,8 +62,6 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    import os
-
     from leanbert.config import apply_overrides, validate
     from leanbert.data.shards import PrepareConfig, prepare
     from leanbert.data.tokenizer import resolve_tokenizer
@@ -67,9 +69,10 @@ def _prepare(args: argparse.Namespace) -> int:
     data = {k: getattr(args, k) for k in ("seq_length", "mode", "next_sentence", "validation_fraction", "seed",
                                           "shard_size", "errors", "text_field", "hf_split")}
     cfg = validate(PrepareConfig, apply_overrides(data, args.overrides), "data prepare")
-    workers = os.cpu_count() or 1 if args.workers is None else args.workers
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be 0 (in this process) or a positive number, got {args.workers}")
     tok = resolve_tokenizer(args.tokenizer, lowercase=not args.cased)
-    m = prepare(args.corpus, tok, args.out, cfg, workers=workers, progress=not args.quiet and sys.stderr.isatty(),
+    m = prepare(args.corpus, tok, args.out, cfg, workers=args.workers, progress=not args.quiet and sys.stderr.isatty(),
                 overwrite=args.overwrite)
     if m["skipped"]:
         print(f"{args.out} is already prepared from these inputs; nothing to do")

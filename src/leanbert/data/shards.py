@@ -47,6 +47,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,47 @@ class _CacheWriter:
         return meta
 
 
+def auto_workers(sources: Sequence[Source | Path], tok, cfg: PrepareConfig | None = None, *,
+                 cores: int | None = None, probe_chars: int = 1_000_000) -> int:
+    """How many worker processes pay for tokenising on this machine, measured, not guessed
+    from the core count.
+
+    Tokenises the first ``probe_chars`` characters in this process and compares CPU time with
+    wall time: ``busy = cpu / wall`` is how many cores the in-process path (the tokenizer's own
+    Rust threads) already keeps busy. Worker processes only pay for the cores it leaves idle:
+    ``cores // busy`` workers, or 0 (in process) when that is one or less. On a 2-core machine
+    the tokenizer keeps both cores busy, and workers only compete with it (measured: 3.87 MB/s in
+    process against 2.70 MB/s with two workers)."""
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    if cores <= 1 or not sources:
+        return 0
+    cfg = cfg or PrepareConfig()
+    source = sources[0] if isinstance(sources[0], Source) else find_sources([sources[0]])[0]
+    docs: list[str] = []
+    size = 0
+    for chunk in _chunks(source, cfg):
+        docs.extend(chunk)
+        size += sum(len(d) for d in chunk)
+        if size >= probe_chars:
+            break
+    t0, c0 = time.perf_counter(), time.process_time()
+    tokenize_documents(tok, docs)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if wall < 0.05:  # too little text to be worth a process pool
+        return 0
+    return workers_for(cpu / wall, cores)
+
+
+def workers_for(busy: float, cores: int) -> int:
+    """Worker processes for ``cores`` when tokenising in process keeps ``busy`` cores busy:
+    one per share of the machine the in-process path leaves idle, or 0 (in process) when that
+    is one or less (a single worker only adds the cost of shipping text to it)."""
+    workers = int(cores // max(1.0, busy))
+    return workers if workers > 1 else 0
+
+
 def tokenize_sources(
     sources: Sequence[Source],
     shas: Sequence[str],
@@ -230,14 +272,14 @@ def tokenize_sources(
     cfg: PrepareConfig,
     cache_root: Path,
     *,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = False,
 ) -> list[Path]:
     """Tokenise every source not already in ``cache_root``; return each source's cache dir.
 
     ``workers`` > 0 runs that many spawned processes (bounded queue of tasks, results taken
     in submission order, so the output does not depend on the number of workers); 0 runs in
-    this process.
+    this process; None measures which pays (:func:`auto_workers`).
     """
     from tqdm.auto import tqdm
 
@@ -247,6 +289,8 @@ def tokenize_sources(
     todo = [i for i, d in enumerate(dirs) if not (d / "meta.json").is_file()]
     if not todo:
         return dirs
+    if workers is None:
+        workers = auto_workers([sources[i] for i in todo], tok, cfg)
     total = sum(sources[i].path.stat().st_size for i in todo if sources[i].path.is_file())
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenising", disable=not progress)
 
@@ -539,18 +583,21 @@ def prepare(
     out_dir: str | Path,
     config: PrepareConfig | dict[str, Any] | None = None,
     *,
-    workers: int = 0,
+    workers: int | None = None,
     progress: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Tokenise ``corpus`` and write shards + manifest to ``out_dir``; return the manifest.
+
+    ``workers``: tokeniser processes; 0 tokenises in this process; None (the default) measures
+    which pays on this machine (:func:`auto_workers`).
 
     ``tokenizer`` is a ``tokenizers.Tokenizer`` or anything :func:`resolve_tokenizer` takes.
     An existing complete output with the same inputs is returned as is (``manifest['skipped']``
     is then True); one prepared from different inputs is an error unless ``overwrite``.
     """
     cfg = config if isinstance(config, PrepareConfig) else validate(PrepareConfig, config or {}, "data prepare")
-    if not isinstance(workers, int) or workers < 0:
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
         raise DataError(f"workers must be 0 (in this process) or a positive number, got {workers}")
     sources = find_sources(corpus)
     tok = tokenizer if hasattr(tokenizer, "encode_batch") else resolve_tokenizer(tokenizer)
