@@ -14,6 +14,7 @@ MobileBERT (``model.safetensors``, sharded safetensors, or ``pytorch_model.bin``
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import weakref
 from pathlib import Path
@@ -34,6 +35,8 @@ def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     try:
         text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied; ask its owner to make it readable (chmod a+r)") from None
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{path} is not UTF-8 (byte {e.start}); the checkpoint is corrupt") from None
     if not text.strip():
@@ -98,6 +101,8 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"weights file missing: {f}; the checkpoint is incomplete")
         if f.stat().st_size == 0:
             raise CheckpointError(f"{f} is empty; the checkpoint is incomplete: re-save or re-export it")
+        if not os.access(f, os.R_OK):
+            raise CheckpointError(f"{f}: permission denied; ask its owner to make it readable (chmod a+r)")
         try:
             state.update(load_file(str(f), device="cpu"))
         except (SafetensorError, OSError, ValueError) as e:
@@ -255,17 +260,26 @@ def copy_tokenizer_files(src: str | Path | None, dst: Path) -> list[str]:
     return copied
 
 
+def checkpoint_file(name: str) -> bool:
+    """Whether ``name`` is a file leanbert writes into a checkpoint or export directory (an
+    existing directory holding anything else is not replaced without ``overwrite``)."""
+    from leanbert.data.tokenizer import TOKENIZER_FILES
+
+    return name in {CONFIG_NAME, WEIGHTS_NAME, "README.md", *TOKENIZER_FILES}
+
+
 def save_pretrained(model, path: str | Path, *, tokenizer_dir: str | Path | None = None,
-                    metadata: dict[str, Any] | None = None) -> Path:
+                    metadata: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Write ``model`` as a leanbert checkpoint directory, atomically.
 
     The tokenizer files are copied from ``tokenizer_dir`` (default: the directory the model was
-    loaded from, if any).
+    loaded from, if any). An existing directory is replaced only when it is a checkpoint (or
+    empty), unless ``overwrite``.
     """
 
     path = Path(path)
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else source_dir(model)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, owned=checkpoint_file, overwrite=overwrite) as tmp:
         write_checkpoint_files(tmp, model, tokenizer_dir=tokenizer_dir, metadata=metadata)
     return path
 
@@ -295,9 +309,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
-def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path | None = None) -> Path:
+def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path | None = None,
+                           overwrite: bool = False) -> Path:
     """Write a transformers ``save_pretrained`` directory (config.json + model.safetensors +
-    tokenizer files) that ``transformers.AutoModel*`` classes load. ``model`` may be a path."""
+    tokenizer files) that ``transformers.AutoModel*`` classes load. ``model`` may be a path.
+    An existing directory is replaced only when it is such an export (or empty), unless
+    ``overwrite``."""
     from safetensors.torch import save_file
 
     from leanbert.hf import state_to_hf
@@ -307,7 +324,7 @@ def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path
     path = Path(path)
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else source_dir(model)
     hf_cfg, state = state_to_hf(model)
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, owned=checkpoint_file, overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         copied = copy_tokenizer_files(tokenizer_dir, tmp)
         if copied and "tokenizer_config.json" not in copied:

@@ -49,6 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(e: OSError) -> str:
+    """One line for a file-system error: what happened to which path, and the fix."""
+    where = e.filename or "a path"
+    if isinstance(e, PermissionError):
+        return f"permission denied: {where}; choose a location you can write to, or fix its permissions"
+    if isinstance(e, FileExistsError):
+        return f"{where} already exists; choose another path or remove it"
+    if isinstance(e, NotADirectoryError):
+        return f"{where}: a file stands where a directory is needed; choose another path"
+    if isinstance(e, IsADirectoryError):
+        return f"{where} is a directory; give a file path"
+    if isinstance(e, FileNotFoundError):
+        return f"{where} does not exist; check the path"
+    reason = e.strerror or type(e).__name__
+    return f"{where}: {reason}; check the path, the free disk space and the permissions"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"leanbert {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the file system refused: name the path and the fix
+        if debug:
+            raise
+        print(f"leanbert {args.command}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
     except Exception as e:  # an unexpected failure: still one line unless --debug
         if debug:
             raise

@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--format", choices=["transformers", "leanbert"], default="transformers")
     p.add_argument("--heads", default=None,
                    help="comma-separated heads to keep (default: all the checkpoint has; '' for none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT even when it holds files that are not a previous export")
     p.set_defaults(func=run)
 
 
@@ -29,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     heads = None if args.heads is None else [h for h in args.heads.split(",") if h.strip()]
     model = from_pretrained(args.checkpoint, heads=heads)
     if args.format == "transformers":
-        out = export_to_transformers(model, args.output)
+        out = export_to_transformers(model, args.output, overwrite=args.overwrite)
     else:
-        out = save_pretrained(model, args.output)
+        out = save_pretrained(model, args.output, overwrite=args.overwrite)
     print(f"wrote {args.format} checkpoint ({model.config.model_type}, heads: {', '.join(model.heads) or 'none'}) to {out}")
     return 0

@@ -43,6 +43,7 @@ source files whose checksum and tokenizer did not change.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -102,7 +103,25 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
 _WORKER_TOKENIZER = None
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this process when its parent dies (``PR_SET_PDEATHSIG``), so
+    that a killed ``data prepare`` leaves no orphaned workers behind; no-op elsewhere."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
+
+
 def _worker_init(tokenizer_json: str) -> None:
+    _die_with_parent()
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
     global _WORKER_TOKENIZER
     from tokenizers import Tokenizer
@@ -285,6 +304,9 @@ def tokenize_sources(
 
     tok_hash = tokenizer_hash(tok)
     dtype = dtype_for_vocab(tok.get_vocab_size())
+    if cache_root.is_dir():  # temporaries of a killed run (only leanbert writes here)
+        for stale in cache_root.glob(".*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     dirs = [cache_root / _cache_key(sha, tok_hash, cfg, s.kind) for s, sha in zip(sources, shas, strict=True)]
     todo = [i for i, d in enumerate(dirs) if not (d / "meta.json").is_file()]
     if not todo:
@@ -630,10 +652,22 @@ def prepare(
         (out / MANIFEST).unlink()  # from here on the directory is not valid until the new manifest
         for old_file in out.glob("*.npy"):
             old_file.unlink()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-
-    cache_dirs = tokenize_sources(sources, shas, tok, cfg, out / ".cache" / "tokens",
-                                  workers=workers, progress=progress)
+    for stale in out.glob(".*.examples.tmp"):  # a killed run's half-written examples
+        stale.unlink()
+    try:
+        cache_dirs = tokenize_sources(sources, shas, tok, cfg, out / ".cache" / "tokens",
+                                      workers=workers, progress=progress)
+    except BaseException:
+        # Nothing that looks like (part of) a prepared directory stays behind a failed start.
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for empty in (out / ".cache" / "tokens", out / ".cache"):
+                with contextlib.suppress(OSError):
+                    empty.rmdir()
+        raise
     files = [TokenizedFile.open(d) for d in cache_dirs]
     metas = [json.loads((d / "meta.json").read_text(encoding="utf-8")) for d in cache_dirs]
 

@@ -182,9 +182,9 @@ def save_tokenizer(tok, directory: str | Path) -> Path:
     The directory loads with :func:`load_tokenizer` and with
     ``transformers.BertTokenizerFast.from_pretrained``. Files are written atomically.
     """
-    from leanbert.io import atomic_write_json, atomic_write_text
+    from leanbert.io import atomic_write_json, atomic_write_text, check_output_dir
 
-    directory = Path(directory)
+    directory = check_output_dir(directory, "tokenizer output")
     directory.mkdir(parents=True, exist_ok=True)
     vocab = tok.get_vocab(with_added_tokens=True)
     by_id = sorted(vocab.items(), key=lambda kv: kv[1])

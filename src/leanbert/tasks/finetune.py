@@ -548,9 +548,11 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
               stop_after: int | None, callbacks: Sequence[Any]) -> dict[str, Any]:
     from leanbert.checkpoint import from_pretrained, save_pretrained
     from leanbert.data.tokenizer import load_tokenizer
+    from leanbert.io import check_output_dir
     from leanbert.speedups import optimize
     from leanbert.train.engine import Engine
 
+    check_output_dir(output, "finetune output")  # before any work: a file there is a usage error
     start_time = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     run = make_run(spec, data, tokenizer, cfg, train=True)

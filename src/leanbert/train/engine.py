@@ -206,6 +206,9 @@ class Engine:
     # Environment ---------------------------------------------------------------------
 
     def __enter__(self) -> Engine:
+        from leanbert.io import check_output_dir
+
+        check_output_dir(self.output_dir, f"{self.job} output")
         cfg = self.train_cfg
         cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
         if cfg.precision == "fp16" and not cuda:
@@ -277,6 +280,7 @@ class Engine:
             _remove_debris(self.output_dir)
         barrier()
         existing = list_checkpoints(self.output_dir)
+        stream = None
         if existing:
             self._check_resume_compatible(read_saved_config(existing[-1]))
             state, _, extra = load_training_checkpoint(existing[-1], model, optimizer)
@@ -285,12 +289,18 @@ class Engine:
                 algorithm.load_state_dict(extra)
             job_state.clear()
             job_state.update(state.extra.get("job", {}))
-        elif dist.is_main:
+        else:
+            # Read the first step's data before anything is written: bad data (a truncated
+            # shard, say) must not leave a directory that looks like a run.
+            stream = _peek(batches(state.step, micro, dist.rank, dist.world_size), accum)
+        if not existing and dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
-        return self._loop(model, objective, batches, optimizer, state, algorithms, evaluate, eval_every,
+        if stream is None:
+            stream = batches(state.step, micro, dist.rank, dist.world_size)
+        return self._loop(model, objective, stream, optimizer, state, algorithms, evaluate, eval_every,
                           eval_at_start, job_state, tokenizer_dir, stop_after, total_steps, global_batch,
                           micro, accum, resumed=bool(existing))
 
@@ -326,7 +336,7 @@ class Engine:
                               mlflow_experiment=log.mlflow_experiment)
         return [*made, *self.user_callbacks]
 
-    def _loop(self, model, objective: Objective, batches, optimizer, state: TrainState, algorithms, evaluate,
+    def _loop(self, model, objective: Objective, stream, optimizer, state: TrainState, algorithms, evaluate,
               eval_every, eval_at_start, job_state, tokenizer_dir, stop_after, total: int, global_batch: int,
               micro: int, accum: int, resumed: bool) -> FitResult:
         from tqdm import tqdm
@@ -367,7 +377,6 @@ class Engine:
                 if eval_before is not None:
                     log({"kind": "eval", "step": 0, **eval_before})
             barrier()
-            stream = batches(state.step, micro, dist.rank, world)
             bar = tqdm(total=total, initial=state.step, disable=not (dist.is_main and self.log_cfg.progress),
                        desc=self.job, unit="step", dynamic_ncols=True)
             window = {"tokens": 0, "time": 0.0, "flops": 0.0, "samples": 0}
@@ -539,3 +548,11 @@ def _layer_rows(algorithms: Sequence[Algorithm], seq_len: int, step: int) -> lis
         if rows is not None:
             return rows
     return None
+
+
+def _peek(stream: Iterator[Batch], n: int) -> Iterator[Batch]:
+    """``stream`` with its first ``n`` items already read (errors surface now)."""
+    import itertools
+
+    first = list(itertools.islice(stream, n))
+    return itertools.chain(first, stream)
