@@ -46,9 +46,18 @@ def test_tokenizer_files_travel_with_the_checkpoint(tmp_path, minilm_dir):
 
 def test_overwrite_replaces_whole_directory(tmp_path, model, saved):
     (saved / "stale.txt").write_text("x")
-    leanbert.save_pretrained(model, saved)
+    leanbert.save_pretrained(model, saved, overwrite=True)
     assert not (saved / "stale.txt").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_saving_over_a_directory_with_foreign_files_is_refused(model, saved):
+    from leanbert.io import OutputError
+
+    (saved / "stale.txt").write_text("x")
+    with pytest.raises(OutputError, match="stale.txt"):
+        leanbert.save_pretrained(model, saved)
+    assert (saved / "stale.txt").read_text() == "x"
 
 
 def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, model, saved, monkeypatch):
