@@ -21,7 +21,7 @@ from leanbert.cli import STAGES, build_parser
 from leanbert.cli.bench import available
 
 LEANBERT = Path(sys.executable).with_name("leanbert")
-NOT_BUILT = {"distill", "report"}
+NOT_BUILT = {"report"}
 TINY_MODEL = ["model.preset=bert-tiny", "model.hidden_size=32", "model.num_heads=2", "model.intermediate_size=64",
               "model.max_position_embeddings=32"]
 
@@ -115,6 +115,24 @@ def finetuned(pretrained, shared_file, work) -> Path:
              "-o", str(work / "ft"), *sets("train_limit=32", "eval_limit=16", "batch_size=8", "epochs=1",
                                            "predict_test=false", "progress=false", "max_seq_length=32"))
     return work / "ft"
+
+
+@pytest.fixture(scope="module")
+def teacher(prepared, work) -> Path:
+    leanbert("pretrain", "--config", "demo", "--data", str(prepared), "-o", str(work / "teacher"),
+             *sets("model.preset=ib-bert-test", "model.max_position_embeddings=32", "train.max_steps=2",
+                   "data.batch_size=8", "eval.every=1000", "log.progress=false", "log.tensorboard=false"))
+    return work / "teacher" / "model"
+
+
+def test_distill_writes_a_mobilebert_student(teacher, prepared, work):
+    leanbert("distill", "--teacher", str(teacher), "--student", "mobilebert-test", "--data", str(prepared),
+             "-o", str(work / "distill"), "--config", "demo", "--strategy", "progressive",
+             *sets("student.max_position_embeddings=32", "transfer.steps_per_stage=2", "pretrain_distill.steps=2",
+                   "data.batch_size=8", "log.progress=false", "log.tensorboard=false", "eval.every=1000"))
+    saved = json.loads((work / "distill" / "model" / "config.json").read_text())["model"]
+    assert saved["model_type"] == "mobilebert"
+    assert sum('"kind": "train"' in x for x in (work / "distill" / "metrics.jsonl").read_text().splitlines()) >= 1
 
 
 def test_tokenizer_train_writes_a_wordpiece_tokenizer(tokenizer):

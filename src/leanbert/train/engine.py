@@ -202,6 +202,8 @@ class Engine:
         self.dist = DistInfo()
         self.device = torch.device("cpu")
         self._restore: list[Callable[[], None]] = []
+        self._schedule: Callable[[int], tuple[float, dict[str, float]]] | None = None
+        self._describe: Callable[[int], str] | None = None
 
     # Environment ---------------------------------------------------------------------
 
@@ -265,16 +267,22 @@ class Engine:
         job_state: dict[str, Any] | None = None,
         tokenizer_dir: Path | None = None,
         stop_after: int | None = None,
+        group_of: Callable[[str], str] | None = None,
+        schedule: Callable[[int], tuple[float, dict[str, float]]] | None = None,
+        describe: Callable[[int], str] | None = None,
     ) -> FitResult:
         """Train ``model`` (already on :attr:`device`) for ``total_steps`` optimiser steps, or
         resume the run in ``output_dir``. ``job_state`` (JSON data, e.g. fine-tuning's history
         and best epoch) is saved with every checkpoint and restored in place on resume.
         ``stop_after`` ends the call after that many steps of this invocation, as if it had been
-        killed right after a checkpoint (for tests)."""
+        killed right after a checkpoint (for tests). A job with a schedule of its own (knowledge
+        transfer's stages) passes ``group_of(parameter name) -> group name`` for the optimiser's
+        groups and ``schedule(step) -> (lr, {group name: multiplier})``; ``describe(step)`` labels
+        the progress bar ("layer 3 of 24")."""
         dist = self.dist
         job_state = job_state if job_state is not None else {}
         micro, accum = self.micro_batching(global_batch, micro_batch)
-        optimizer = build_optimizer(model, self.optim_cfg)
+        optimizer = build_optimizer(model, self.optim_cfg, group_of)
         state = TrainState()
         if dist.is_main:
             _remove_debris(self.output_dir)
@@ -300,6 +308,7 @@ class Engine:
             (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
         if stream is None:
             stream = batches(state.step, micro, dist.rank, dist.world_size)
+        self._schedule, self._describe = schedule, describe
         return self._loop(model, objective, stream, optimizer, state, algorithms, evaluate, eval_every,
                           eval_at_start, job_state, tokenizer_dir, stop_after, total_steps, global_batch,
                           micro, accum, resumed=bool(existing))
@@ -395,8 +404,15 @@ class Engine:
                     counts = torch.stack([torch.stack([c[t].float() for t in objective.terms]) for c in per_micro]).sum(0)
                     all_reduce_sum(counts)
                     scale = world / counts.clamp(min=1)
-                    lr = lr_at(state.step, self.optim_cfg, total)
-                    set_lr(optimizer, lr)
+                    if self._schedule is None:
+                        lr = lr_at(state.step, self.optim_cfg, total)
+                        set_lr(optimizer, lr)
+                    else:
+                        lr, scales = self._schedule(state.step)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr * scales.get(group.get("name", "all"), 1.0)
+                    if self._describe is not None:
+                        bar.set_description(self._describe(state.step), refresh=False)
                     sums = torch.zeros(len(objective.terms), device=device)
                     extra_names: list[str] = []
                     extra_sums: list[torch.Tensor] = []

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import torch
@@ -44,21 +44,26 @@ class OptimConfig(StrictConfig):
         return self
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: matrices (decayed) and biases / norm parameters (not decayed, no LAMB trust ratio)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 group_of: Callable[[str], str] | None = None) -> list[dict]:
+    """Matrices (decayed) and biases / norm parameters (not decayed, no LAMB trust ratio); with
+    ``group_of(parameter name) -> group name`` (e.g. one group per layer, for per-layer
+    learning-rate multipliers) each named group is split the same way. Every group carries its
+    ``name``."""
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
     seen: set[int] = set()
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        (decay if p.ndim >= 2 else no_decay).append(p)
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay, "layer_adaptation": True})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "layer_adaptation": False})
-    return groups
+        key = (group_of(name) if group_of is not None else "all", p.ndim >= 2)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (name, decay), params in groups.items():
+        out.append({"params": params, "name": name, "weight_decay": weight_decay if decay else 0.0,
+                    "layer_adaptation": decay})
+    # decayed groups first, as before (the order optimiser states are saved in)
+    return sorted(out, key=lambda g: not g["layer_adaptation"])
 
 
 class Lamb(torch.optim.Optimizer):
@@ -109,8 +114,9 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig,
+                    group_of: Callable[[str], str] | None = None) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, group_of)
     if cfg.name == "lamb":
         return Lamb(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     for g in groups:

@@ -1,0 +1,1 @@
+"""Knowledge transfer (MobileBERT, Sun et al. 2020): :mod:`leanbert.distill.transfer`."""
