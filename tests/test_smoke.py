@@ -222,6 +222,8 @@ BENCH_ARGS = {
     "token-dropping": ["--shapes", "2x64", "--layers", "4", "--hidden", "64", "--heads", "2", "--vocab", "2000",
                        "--pairs", "1", "--warmup", "0", "--out"],
     "data": ["--quick", "--output"],
+    "distill": ["--teacher", "ib-bert-test", "--student", "mobilebert-test", "--layers", "2", "--batch", "2",
+                "--seq", "32", "--vocab", "2000", "--rounds", "1", "--output"],
 }
 
 

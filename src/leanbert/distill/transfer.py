@@ -29,7 +29,10 @@ start the student takes the teacher's embeddings, embedding projection and MLM /
 
 **Cost.** The teacher runs without gradients, in bf16 where the hardware has it, and only up to
 what the current stage needs: layer ``l`` in stage ``l`` (no MLM head), the whole model in
-pretraining distillation. The student runs up to layer ``l`` too.
+pretraining distillation. The student runs up to layer ``l`` too, and records gradients only
+for what trains in the stage (layers ``0..l``, or ``l`` alone with ``freeze_previous``; never
+the embeddings): parameters at multiplier 0 get no gradient, so the optimiser skips them and
+their moments do not advance.
 
 **Teachers.** The IB-BERT presets (``ib-bert-large``; same inter-block width 512 and depth as
 the student), or any leanbert / transformers encoder: a learned linear projection maps the
@@ -44,6 +47,7 @@ resumes in the middle of a stage exactly (the engine's bitwise resume).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -242,14 +246,19 @@ def lr_multipliers(phase: Phase, num_layers: int, tcfg: TransferSection) -> dict
 
 
 def run_encoder(encoder: nn.Module, batch: Mapping[str, torch.Tensor], up_to: int,
-                attention_at: set[int]) -> tuple[list[torch.Tensor], dict[int, Any]]:
+                attention_at: set[int], grad_from: int | None = None) -> tuple[list[torch.Tensor], dict[int, Any]]:
     """Embeddings and layers ``0 .. up_to`` (inclusive): the block outputs of every layer run,
-    and the attention (scores, probabilities) of the layers in ``attention_at``."""
-    hidden = encoder.embeddings(batch["input_ids"], batch.get("token_type_ids"))
+    and the attention (scores, probabilities) of the layers in ``attention_at``. With
+    ``grad_from``, the embeddings and the layers below it run without recording gradients
+    (their learning rate is 0 in this stage: no backward pass through them at all)."""
+    frozen = torch.no_grad() if grad_from is not None else contextlib.nullcontext()
+    with frozen:
+        hidden = encoder.embeddings(batch["input_ids"], batch.get("token_type_ids"))
     key_mask = key_padding_mask(batch.get("attention_mask"))
     outputs, attention = [], {}
     for i, layer in enumerate(encoder.layers[: up_to + 1]):
-        out = layer(hidden, key_mask, None, i in attention_at)
+        with torch.no_grad() if grad_from is not None and i < grad_from else contextlib.nullcontext():
+            out = layer(hidden, key_mask, None, i in attention_at)
         hidden = out.hidden
         outputs.append(hidden)
         if i in attention_at:
@@ -371,7 +380,10 @@ class DistillObjective:
         att_s = layers if same_heads and self.cfg.transfer.attention_weight else set()
         att_t = {self.mapping[i] for i in att_s}
         t_out, t_att, t_logits, t_nsp = self._teacher_forward(batch, t_up_to, att_t, distill_mlm)
-        s_out, s_att = run_encoder(student.encoder, batch, s_up_to, att_s)
+        grad_from = None
+        if phase.trained_layer is not None:  # progressive: nothing outside the encoder trains
+            grad_from = phase.trained_layer if self.cfg.transfer.lr_mode == "freeze_previous" else 0
+        s_out, s_att = run_encoder(student.encoder, batch, s_up_to, att_s, grad_from)
         mask = batch.get("attention_mask")
         real = mask.to(torch.float32) if mask is not None else torch.ones(ids.shape, device=ids.device)
         tc = self.cfg.transfer
