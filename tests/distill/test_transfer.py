@@ -220,3 +220,24 @@ def test_a_teacher_that_is_not_a_checkpoint_is_one_error(setup, tmp_path):
     data, _ = setup
     with pytest.raises(CheckpointError, match="not a checkpoint directory|checkpoint not found"):
         distill(load_distill_config("demo", QUIET), tmp_path, data, tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------- token dropping
+
+
+def test_token_dropping_in_pretraining_distillation_lowers_the_counted_flops(setup, tmp_path):
+    sets = ["transfer.steps_per_stage=1", "pretrain_distill.steps=3"]
+    run(setup, tmp_path / "full", *sets)
+    run(setup, tmp_path / "drop", *sets, "token_dropping.method=token", "token_dropping.keep=0.5")
+    full = [r for r in records(tmp_path / "full") if r["kind"] == "train"]
+    drop = [r for r in records(tmp_path / "drop") if r["kind"] == "train"]
+    assert [r["flops_per_step"] for r in drop[:2]] == [r["flops_per_step"] for r in full[:2]]  # transfer stages
+    assert all(d["flops_per_step"] < f["flops_per_step"] for d, f in zip(drop[2:], full[2:], strict=True))
+    assert all(math.isfinite(r["mlm_loss"]) for r in drop[2:])
+    extra = load_file(list_checkpoints(tmp_path / "drop")[-1] / "extra.safetensors")
+    assert "token_dropping.scores" in extra and not torch.all(extra["token_dropping.scores"] == 10.0)
+
+
+def test_token_dropping_with_auxiliary_transfer_is_refused():
+    with pytest.raises(ConfigError, match="pretraining distillation alone"):
+        load_distill_config("demo", ["strategy=auxiliary", "token_dropping.method=token"])

@@ -59,6 +59,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from leanbert import losses
+from leanbert.algorithms.token_dropping import TokenDropping, TokenDroppingConfig
 from leanbert.config import StrictConfig, load_config
 from leanbert.errors import ConfigError
 from leanbert.models.base import gather_positions, key_padding_mask
@@ -106,6 +107,9 @@ class DistillConfig(StrictConfig):
     transfer: TransferSection = Field(default_factory=TransferSection)
     pretrain_distill: PretrainDistillSection = Field(default_factory=PretrainDistillSection)
     data: DataSection = Field(default_factory=DataSection)
+    # Token dropping in the student's middle layers during pretraining distillation (neither
+    # paper tried it): the teacher still sees every token, the student's last layer too.
+    token_dropping: TokenDroppingConfig = Field(default_factory=TokenDroppingConfig)
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(name="lamb", lr=1.5e-3, weight_decay=0.01))
     train: TrainSection = Field(default_factory=TrainSection)
     checkpoint: CheckpointSection = Field(default_factory=CheckpointSection)
@@ -116,6 +120,9 @@ class DistillConfig(StrictConfig):
     def _check_student(self) -> DistillConfig:
         if "preset" not in self.student and "model_type" not in self.student:
             raise ValueError("the student section needs 'preset' (e.g. mobilebert) or a full model config")
+        if self.strategy == "auxiliary" and self.token_dropping.method != "none":
+            raise ValueError("token dropping applies to pretraining distillation alone; the auxiliary strategy "
+                             "transfers every layer's full-length output at the same time: use progressive or joint")
         return self
 
 
@@ -290,6 +297,41 @@ class Student(nn.Module):
 
 
 @dataclass
+class DistillTokenDropping:
+    """Token dropping (:mod:`leanbert.algorithms.token_dropping`) in the student during the
+    pretraining-distillation phase only: no routing in transfer stages, whose losses compare
+    full-length layer outputs with the teacher's."""
+
+    td: TokenDropping
+    plan: list[Phase]
+
+    def _active(self, step: int | None) -> bool:
+        if step is None:
+            return False
+        phase = phase_at(self.plan, step)
+        return phase.kind == "pretrain_distill" and not phase.layers
+
+    def router(self, batch, step, training: bool = True):
+        return self.td.router(batch, step, training) if training and self._active(step) else None
+
+    def after_backward(self, output) -> None:
+        if getattr(output, "mlm_token_loss", None) is not None:
+            self.td.after_backward(output)
+
+    def after_step(self) -> None:
+        self.td.after_step()
+
+    def layer_rows(self, seq_len: int, step: int | None = None):
+        return self.td.layer_rows(seq_len, step) if self._active(step) else None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.td.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        self.td.load_state_dict(state, strict)
+
+
+@dataclass
 class ProjectionState:
     """The engine's algorithm protocol, used only to save and restore the projection's weights
     with every training checkpoint (no routing, no hooks)."""
@@ -383,7 +425,11 @@ class DistillObjective:
         grad_from = None
         if phase.trained_layer is not None:  # progressive: nothing outside the encoder trains
             grad_from = phase.trained_layer if self.cfg.transfer.lr_mode == "freeze_previous" else 0
-        s_out, s_att = run_encoder(student.encoder, batch, s_up_to, att_s, grad_from)
+        if distill_mlm and not layers:  # pretraining distillation alone: the router may drop tokens
+            enc = student.encoder(ids, batch.get("attention_mask"), batch.get("token_type_ids"), router=router)
+            s_out, s_att = [enc.last_hidden_state], {}
+        else:
+            s_out, s_att = run_encoder(student.encoder, batch, s_up_to, att_s, grad_from)
         mask = batch.get("attention_mask")
         real = mask.to(torch.float32) if mask is not None else torch.ones(ids.shape, device=ids.device)
         tc = self.cfg.transfer
@@ -406,10 +452,12 @@ class DistillObjective:
             logits = student.mlm(hidden, student.mlm_decoder_weight())
             pd = self.cfg.pretrain_distill
             labels = batch["labels"]
-            out["loss.mlm"] = soft_target_ce(logits.reshape(-1, logits.shape[-1]), t_logits.reshape(-1, t_logits.shape[-1]),
-                                             labels.reshape(-1), pd.temperature, pd.teacher_weight).sum()
+            token_loss = soft_target_ce(logits.reshape(-1, logits.shape[-1]), t_logits.reshape(-1, t_logits.shape[-1]),
+                                        labels.reshape(-1), pd.temperature, pd.teacher_weight)
+            out["loss.mlm"] = token_loss.sum()
             out["mlm_logits"] = logits
             out["mlm_label_ids"] = labels.reshape(-1)
+            out["mlm_token_loss"] = token_loss  # token dropping's importance scores learn from it
             if self.with_pairs and student.nsp is not None:
                 pooled = student.encoder.pooler(last) if student.encoder.pooler is not None else last[:, 0]
                 out["loss.nsp"] = losses.sentence_pair_losses(student.nsp(pooled), batch["next_sentence_label"]).sum()
@@ -440,7 +488,8 @@ class DistillObjective:
             return per * n
 
         slots = batch["labels"].shape[1] if distill_mlm else 0
-        s = partial(student, s_layers) + (mlm_head_flops(slots, student.config.hidden_size, student.config.vocab_size)
+        s_encoder = encoder_flops(student.config, rows) if rows is not None else partial(student, s_layers)
+        s = s_encoder + (mlm_head_flops(slots, student.config.hidden_size, student.config.vocab_size)
                                           if distill_mlm else 0)
         t = partial(teacher, t_layers) + (mlm_head_flops(slots, teacher.config.hidden_size, teacher.config.vocab_size)
                                           if distill_mlm else 0)
@@ -507,7 +556,8 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, data_dir: str | Path, o
     dump["teacher"] = str(teacher_dir)
     engine = Engine(job="distill", output_dir=output_dir, train=cfg.train, optim=cfg.optim, checkpoint=cfg.checkpoint,
                     log=cfg.log, config=dump, resume_keys=("student", "strategy", "transfer", "pretrain_distill",
-                                                           "data.batch_size", "train.seed", "teacher"))
+                                                           "data.batch_size", "train.seed", "teacher",
+                                                           "token_dropping"))
     with engine:
         device = engine.device
         data = PretrainData(data_dir, cfg.data, seed=cfg.train.seed)
@@ -564,8 +614,15 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, data_dir: str | Path, o
             return data.train_batches(start_sample=start_step * cfg.data.batch_size, micro_batch_size=micro,
                                       rank=rank, world_size=world)
 
+        algorithms: list[Any] = [ProjectionState(wrapper)]
+        if cfg.token_dropping.method != "none":
+            from leanbert.train.distributed import all_reduce_sum
+
+            td = TokenDropping(cfg.token_dropping.with_special_ids(data.special_ids), student_cfg, total_steps=total,
+                               device=device, all_reduce=all_reduce_sum)
+            algorithms.insert(0, DistillTokenDropping(td, plan))
         fit = engine.fit(wrapper, objective, batches, total_steps=total, global_batch=cfg.data.batch_size,
-                         micro_batch=cfg.data.micro_batch_size, algorithms=[ProjectionState(wrapper)],
+                         micro_batch=cfg.data.micro_batch_size, algorithms=algorithms,
                          evaluate=evaluate, eval_every=cfg.eval.every,
                          tokenizer_dir=data.tokenizer_dir, stop_after=stop_after, group_of=group_of,
                          schedule=schedule, describe=describe)
