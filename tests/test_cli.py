@@ -84,6 +84,6 @@ def test_import_leanbert_is_light_and_has_no_side_effects():
 
 
 def test_not_built_stage_says_so_in_one_line(capsys):
-    assert main(["distill"]) == 2
+    assert main(["report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not built yet" in err[0]

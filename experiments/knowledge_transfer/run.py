@@ -83,6 +83,21 @@ def read_curve(run: Path) -> dict:
             "final_mlm_loss": evals[-1]["mlm_loss"] if evals else None}
 
 
+def pd_phase(run: Path, start_step: int) -> tuple[float, float]:
+    """(FLOPs, seconds) of the training steps after ``start_step`` (pretraining distillation)."""
+    flops = seconds = 0.0
+    prev = None
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec["kind"] != "train":
+            continue
+        if rec["step"] > start_step:
+            flops += rec["flops_per_step"]
+            seconds += (rec["samples_seen"] - prev) / rec["samples_per_s"]
+        prev = rec["samples_seen"]
+    return flops, seconds
+
+
 def pretrain(args, data: Path, out: Path, model: list[str], steps: int, seed: int) -> dict:
     from leanbert.train.config import load_pretrain_config
     from leanbert.train.pretrain import pretrain as run
@@ -96,7 +111,7 @@ def pretrain(args, data: Path, out: Path, model: list[str], steps: int, seed: in
     return {**read_curve(out), "model_dir": str(out / "model")}
 
 
-def distill(args, data: Path, teacher: Path, out: Path, seed: int) -> dict:
+def distill(args, data: Path, teacher: Path, out: Path, seed: int, dropping: bool = False) -> dict:
     from leanbert.distill.transfer import distill as run
     from leanbert.distill.transfer import load_distill_config
 
@@ -105,6 +120,8 @@ def distill(args, data: Path, teacher: Path, out: Path, seed: int) -> dict:
             f"transfer.warmup_steps={max(1, args.stage_steps // 10)}", f"pretrain_distill.steps={args.pd_steps}",
             f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.pd_steps // 10)}", "optim.name=lamb",
             f"train.seed={seed}"]
+    if dropping:  # the student's middle layers drop half the tokens during pretraining distillation
+        sets += ["token_dropping.method=token", f"token_dropping.keep={args.keep}"]
     if not (out / "model" / "config.json").is_file():
         t0 = time.perf_counter()
         run(load_distill_config("demo", sets), teacher, data, out)
@@ -137,7 +154,8 @@ def plot(runs: dict[str, dict], dest: Path) -> None:
     for key, name, label in (("flops", "loss_vs_flops.png", "training FLOPs (distilled: student x3 + teacher forward)"),
                              ("seconds", "loss_vs_time.png", "training wall-clock (s, 2 CPU cores, bf16)")):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for variant, color in (("distilled", "tab:red"), ("scratch", "tab:blue")):
+        for variant, color in (("distilled", "tab:red"), ("scratch", "tab:blue"),
+                               ("distilled + token dropping", "tab:orange")):
             for r in runs[variant]:
                 pts = r["curve"]
                 ax.plot([p[key] for p in pts], [p["mlm_loss"] for p in pts], color=color, marker="o", ms=3, alpha=0.85,
@@ -166,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage-steps", type=int, default=60)
     p.add_argument("--pd-steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--keep", type=float, default=0.5, help="token dropping: fraction kept in the middle layers")
     p.add_argument("--eval-every", type=int, default=60)
     p.add_argument("--seeds", default="0")
     p.add_argument("--ft-seeds", default="1,2")
@@ -185,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(args, work)
     print("teacher: IB-BERT-shaped, MLM pretraining", flush=True)
     teacher = pretrain(args, data, work / "teacher", shape(args)["teacher"], args.teacher_steps, 0)
-    runs: dict[str, list[dict]] = {"distilled": [], "scratch": []}
+    runs: dict[str, list[dict]] = {"distilled": [], "scratch": [], "distilled + token dropping": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         print(f"student, seed {seed}: distilled", flush=True)
         d = distill(args, data, Path(teacher["model_dir"]), work / f"distilled-seed{seed}", seed)
@@ -195,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = max(1, math.ceil(d["train_flops"] / per_step))
         print(f"student, seed {seed}: from scratch, {steps} steps (matched FLOPs)", flush=True)
         s = pretrain(args, data, work / f"scratch-seed{seed}", shape(args)["student"], steps, seed)
-        for name, r in (("distilled", d), ("scratch", s)):
+        print(f"student, seed {seed}: distilled with token dropping in pretraining distillation", flush=True)
+        t = distill(args, data, Path(teacher["model_dir"]), work / f"distilled-td-seed{seed}", seed, dropping=True)
+        for name, r in (("distilled", d), ("scratch", s), ("distilled + token dropping", t)):
             r["seed"] = seed
             for task in ("sst2", "mrpc"):
                 r[task] = [finetune(args, r["model_dir"], task, work / f"ft-{task}-{name}-seed{seed}-ft{fs}", fs)
@@ -212,6 +233,18 @@ def main(argv: list[str] | None = None) -> int:
             row[f"{task}_{metric}_mean"] = statistics.mean(vals)
             row[f"{task}_{metric}_all"] = vals
         summary[name] = row
+    # Token dropping's effect on pretraining distillation: FLOPs and time of that phase alone.
+    for name in ("distilled", "distilled + token dropping"):
+        pd_start = args.layers * args.stage_steps
+        phase = [pd_phase(Path(r["model_dir"]).parent, pd_start) for r in runs[name]]
+        summary[name]["pd_flops"] = statistics.mean(f for f, _ in phase)
+        summary[name]["pd_seconds"] = statistics.mean(t for _, t in phase)
+    base, td = summary["distilled"], summary["distilled + token dropping"]
+    summary["token_dropping_effect"] = {
+        "pd_flop_saving": 1 - td["pd_flops"] / base["pd_flops"],
+        "pd_time_saving": 1 - td["pd_seconds"] / base["pd_seconds"],
+        "final_mlm_loss_change": td["final_mlm_loss"] - base["final_mlm_loss"],
+    }
     summary["teacher"] = {"final_mlm_loss": teacher["final_mlm_loss"], "train_flops": teacher["train_flops"],
                           "train_seconds": teacher["train_seconds"], "steps": teacher["steps"]}
     from leanbert.io import atomic_write_json

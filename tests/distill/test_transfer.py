@@ -216,6 +216,22 @@ def test_different_widths_train_through_a_projection(setup, tmp_path):
     assert result.steps == 4
 
 
+def test_a_plain_bert_teacher_of_another_width_and_head_count_distils_through_a_projection(setup, tmp_path, capsys):
+    from leanbert.train.config import load_pretrain_config
+    from leanbert.train.pretrain import pretrain
+
+    data, _ = setup
+    pretrain(load_pretrain_config("demo", ["model.preset=bert-tiny", "model.max_position_embeddings=32",
+                                           "train.max_steps=2", "log.progress=false", "log.tensorboard=false",
+                                           "data.batch_size=8", "eval.every=1000"]), data, tmp_path / "bert")
+    result = distill(load_distill_config("demo", [*QUIET, "transfer.steps_per_stage=2", "pretrain_distill.steps=2"]),
+                     tmp_path / "bert" / "model", data, tmp_path / "run")
+    assert result.steps == 6  # 2 layers x 2 transfer steps + 2 distillation steps
+    assert "attention transfer is skipped" in capsys.readouterr().err
+    train = [r for r in records(tmp_path / "run") if r["kind"] == "train"]
+    assert train[0]["hidden_loss"] > 0 and train[0]["attention_loss"] == 0
+
+
 def test_a_teacher_that_is_not_a_checkpoint_is_one_error(setup, tmp_path):
     data, _ = setup
     with pytest.raises(CheckpointError, match="not a checkpoint directory|checkpoint not found"):

@@ -48,8 +48,9 @@ resumes in the middle of a stage exactly (the engine's bitwise resume).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -382,7 +383,6 @@ class DistillObjective:
     teacher_autocast: bool = False
     step: int = 0  # set by the job before every step (the engine's schedule callback)
     terms: tuple[str, ...] = TERMS
-    notes: list[str] = field(default_factory=list)
 
     def counts(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ids = batch["input_ids"]
@@ -572,6 +572,10 @@ def distill(cfg: DistillConfig, teacher_dir: str | Path, data_dir: str | Path, o
             raise ConfigError(f"the teacher's vocabulary ({teacher.config.vocab_size}) differs from the data's "
                               f"({data.vocab_size}); prepare the data with the teacher's tokenizer")
         mapping = layer_map(student_cfg.num_layers, teacher.config.num_layers)
+        if student_cfg.num_heads != teacher.config.num_heads and engine.is_main:
+            print(f"note: the teacher has {teacher.config.num_heads} attention heads and the student "
+                  f"{student_cfg.num_heads}: attention transfer is skipped (feature maps are still transferred)",
+                  file=sys.stderr)
         torch.manual_seed(cfg.train.seed)
         model = LeanbertModel(student_cfg)
         if cfg.transfer.copy_from_teacher:
