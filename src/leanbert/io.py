@@ -34,11 +34,12 @@ def _umask() -> int:
     return mask
 
 
-def _clean_temporaries(path: Path) -> None:
-    """Remove ``.NAME.*.tmp`` left beside ``path`` by a killed writer of it."""
-    if not path.parent.is_dir():
+def remove_temporaries(directory: Path, pattern: str = ".*.tmp") -> None:
+    """Remove what killed writers left in ``directory``: entries matching ``pattern`` (files or
+    directories; by default every ``.NAME.*.tmp`` of :func:`atomic_open` / :func:`atomic_directory`)."""
+    if not directory.is_dir():
         return
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    for stale in directory.glob(pattern):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
@@ -137,10 +138,9 @@ def atomic_directory(path: str | Path, *, owned: Callable[[str], bool] | None = 
                           "give a new directory name")
     _check_replaceable(path, owned, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _clean_temporaries(path)
+    remove_temporaries(path.parent, f".{path.name}.*.tmp")
     if path.exists():  # an interrupted replace left the previous version aside: it is stale now
-        for old in path.parent.glob(f".{path.name}.old-*"):
-            shutil.rmtree(old, ignore_errors=True)
+        remove_temporaries(path.parent, f".{path.name}.old-*")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:

@@ -66,7 +66,7 @@ from leanbert.data.tokenizer import (
     tokenizer_hash,
 )
 from leanbert.errors import DataError
-from leanbert.io import atomic_directory, atomic_write_json
+from leanbert.io import atomic_directory, atomic_write_json, check_output_dir, remove_temporaries
 
 FORMAT_VERSION = 1
 SEGMENTER_VERSION = 1  # bump when corpus reading or sentence splitting changes the tokens
@@ -304,9 +304,7 @@ def tokenize_sources(
 
     tok_hash = tokenizer_hash(tok)
     dtype = dtype_for_vocab(tok.get_vocab_size())
-    if cache_root.is_dir():  # temporaries of a killed run (only leanbert writes here)
-        for stale in cache_root.glob(".*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_temporaries(cache_root)  # a killed run's (only leanbert writes here)
     dirs = [cache_root / _cache_key(sha, tok_hash, cfg, s.kind) for s, sha in zip(sources, shas, strict=True)]
     todo = [i for i, d in enumerate(dirs) if not (d / "meta.json").is_file()]
     if not todo:
@@ -627,9 +625,7 @@ def prepare(
     tok_hash = tokenizer_hash(tok)
     vocab_size = tok.get_vocab_size()
     dtype = dtype_for_vocab(vocab_size)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output {out} exists and is not a directory; choose another --out")
+    out = check_output_dir(out_dir, "data prepare output")
     shas = [file_sha256(s.path) for s in sources]
     fingerprint = _fingerprint(cfg, tok_hash, shas)
 
@@ -654,8 +650,7 @@ def prepare(
             old_file.unlink()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.examples.tmp"):  # a killed run's half-written examples
-        stale.unlink()
+    remove_temporaries(out, ".*.examples.tmp")  # a killed run's half-written examples
     try:
         cache_dirs = tokenize_sources(sources, shas, tok, cfg, out / ".cache" / "tokens",
                                       workers=workers, progress=progress)

@@ -464,16 +464,15 @@ class DistillObjective:
         return out
 
     def log_stats(self, batch, out) -> dict[str, tuple[torch.Tensor, str]]:
-        if "mlm_logits" not in out:
-            return {}
-        labels = out["mlm_label_ids"]
-        pred = out["mlm_logits"].detach().reshape(-1, out["mlm_logits"].shape[-1]).argmax(-1)
-        return {"mlm_accuracy": (((pred == labels) & (labels != losses.IGNORE_INDEX)).sum(), "mlm")}
+        from leanbert.train.pretrain import mlm_correct
+
+        return {"mlm_accuracy": (mlm_correct(out), "mlm")} if "mlm_logits" in out else {}
 
     def flops(self, wrapper: Student, batch, rows) -> int:
         """Student training FLOPs (3x forward) plus the teacher's forward (1x), up to the layers
         this stage runs."""
-        from leanbert.models.flops import encoder_flops, full_rows, mlm_head_flops
+        from leanbert.models.flops import encoder_flops, mlm_head_flops
+        from leanbert.models.registry import family
 
         phase = phase_at(self.plan, self.step)
         size, seq_len = batch["input_ids"].shape
@@ -482,10 +481,8 @@ class DistillObjective:
         s_layers = len(student.encoder.layers) if distill_mlm else max(phase.layers) + 1
         t_layers = len(teacher.encoder.layers) if distill_mlm else self.mapping[max(phase.layers)] + 1
 
-        def partial(model, n: int) -> int:
-            rows_all = full_rows(model.config, seq_len)
-            per = encoder_flops(model.config, rows_all) // len(rows_all)
-            return per * n
+        def partial(model, n: int) -> int:  # the first n layers, every token
+            return n * family(model.config.model_type).layer_flops(model.config, seq_len, seq_len)
 
         slots = batch["labels"].shape[1] if distill_mlm else 0
         s_encoder = encoder_flops(student.config, rows) if rows is not None else partial(student, s_layers)

@@ -72,31 +72,31 @@ def optimize(model: nn.Module, *, for_training: bool = True) -> nn.Module:
     a user's own subclasses are left alone. ``for_training=False`` adds the inference-only
     MobileBERT plan; calling ``optimize(model)`` later removes it again."""
     swaps = _swaps(for_training)
-    inference_only = set(_swaps(False).values()) - set(_swaps(True).values())
+    inference_only = {fast: plain for plain, fast in _swaps(False).items() if plain not in swaps}
     for module in model.modules():
         cls = type(module)
         if cls in swaps:
             module.__class__ = swaps[cls]
-        elif for_training and cls in inference_only:
-            _restore_one(module)
+        elif cls in inference_only:
+            _restore_one(module, inference_only[cls])
     return model
 
 
-def _restore_one(module: nn.Module) -> None:
+def _restore_one(module: nn.Module, plain: type) -> None:
     from leanbert.speedups.mobilebert_inference import FastMobileBertEncoder, drop_plan
 
     if isinstance(module, FastMobileBertEncoder):
         drop_plan(module)
-    plain = {fast: cls for cls, fast in _swaps(False).items()}
-    module.__class__ = plain[type(module)]
+    module.__class__ = plain
 
 
 def restore(model: nn.Module) -> nn.Module:
     """Undo :func:`optimize`: every swapped module gets its plain class back (in place)."""
-    fast = set(_swaps(False).values())
+    plain_of = {fast: plain for plain, fast in _swaps(False).items()}
     for module in model.modules():
-        if type(module) in fast:
-            _restore_one(module)
+        plain = plain_of.get(type(module))
+        if plain is not None:
+            _restore_one(module, plain)
     return model
 
 

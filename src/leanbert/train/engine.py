@@ -44,7 +44,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import torch
 
 from leanbert.errors import ConfigError, LeanbertError
+from leanbert.io import check_output_dir, remove_temporaries
 from leanbert.train.callbacks import Callback, RunInfo
 from leanbert.train.config import CheckpointSection, LogSection, TrainSection
 from leanbert.train.distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -171,17 +172,6 @@ def _get(d: Any, dotted: str) -> Any:
     return d
 
 
-def _remove_debris(output_dir: Path) -> None:
-    """Temporary directories left by a run killed while writing a checkpoint."""
-    import shutil
-
-    root = output_dir / "checkpoints"
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name):
-                shutil.rmtree(p, ignore_errors=True)
-
-
 class Engine:
     """One training run's environment: ``with Engine(...) as engine: engine.fit(...)``.
 
@@ -202,14 +192,10 @@ class Engine:
         self.dist = DistInfo()
         self.device = torch.device("cpu")
         self._restore: list[Callable[[], None]] = []
-        self._schedule: Callable[[int], tuple[float, dict[str, float]]] | None = None
-        self._describe: Callable[[int], str] | None = None
 
     # Environment ---------------------------------------------------------------------
 
     def __enter__(self) -> Engine:
-        from leanbert.io import check_output_dir
-
         check_output_dir(self.output_dir, f"{self.job} output")
         cfg = self.train_cfg
         cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -284,11 +270,11 @@ class Engine:
         micro, accum = self.micro_batching(global_batch, micro_batch)
         optimizer = build_optimizer(model, self.optim_cfg, group_of)
         state = TrainState()
-        if dist.is_main:
-            _remove_debris(self.output_dir)
+        if dist.is_main:  # what a run killed while writing a checkpoint left
+            remove_temporaries(self.output_dir / "checkpoints")
+            remove_temporaries(self.output_dir / "checkpoints", ".*.old-*")
         barrier()
         existing = list_checkpoints(self.output_dir)
-        stream = None
         if existing:
             self._check_resume_compatible(read_saved_config(existing[-1]))
             state, _, extra = load_training_checkpoint(existing[-1], model, optimizer)
@@ -297,21 +283,20 @@ class Engine:
                 algorithm.load_state_dict(extra)
             job_state.clear()
             job_state.update(state.extra.get("job", {}))
-        else:
+        stream = batches(state.step, micro, dist.rank, dist.world_size)
+        if not existing:
             # Read the first step's data before anything is written: bad data (a truncated
             # shard, say) must not leave a directory that looks like a run.
-            stream = _peek(batches(state.step, micro, dist.rank, dist.world_size), accum)
-        if not existing and dist.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            import yaml
+            stream = _peek(stream, accum)
+            if dist.is_main:
+                import yaml
 
-            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False), encoding="utf-8")
-        if stream is None:
-            stream = batches(state.step, micro, dist.rank, dist.world_size)
-        self._schedule, self._describe = schedule, describe
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False),
+                                                             encoding="utf-8")
         return self._loop(model, objective, stream, optimizer, state, algorithms, evaluate, eval_every,
-                          eval_at_start, job_state, tokenizer_dir, stop_after, total_steps, global_batch,
-                          micro, accum, resumed=bool(existing))
+                          eval_at_start, job_state, tokenizer_dir, stop_after, total_steps, micro, accum,
+                          schedule, describe, resumed=bool(existing))
 
     def _check_resume_compatible(self, saved: dict[str, Any]) -> None:
         for key in self.resume_keys:
@@ -346,8 +331,8 @@ class Engine:
         return [*made, *self.user_callbacks]
 
     def _loop(self, model, objective: Objective, stream, optimizer, state: TrainState, algorithms, evaluate,
-              eval_every, eval_at_start, job_state, tokenizer_dir, stop_after, total: int, global_batch: int,
-              micro: int, accum: int, resumed: bool) -> FitResult:
+              eval_every, eval_at_start, job_state, tokenizer_dir, stop_after, total: int, micro: int, accum: int,
+              schedule, describe, resumed: bool) -> FitResult:
         from tqdm import tqdm
 
         dist, device, cfg = self.dist, self.device, self.train_cfg
@@ -391,7 +376,6 @@ class Engine:
             window = {"tokens": 0, "time": 0.0, "flops": 0.0, "samples": 0}
             totals = {"seconds": 0.0, "samples": 0}
             steps_this_call = 0
-            last_ckpt_step = state.step if resumed else None
             raw_model.train()
             with _StopFlag() as stop:
                 while state.step < total:
@@ -404,15 +388,15 @@ class Engine:
                     counts = torch.stack([torch.stack([c[t].float() for t in objective.terms]) for c in per_micro]).sum(0)
                     all_reduce_sum(counts)
                     scale = world / counts.clamp(min=1)
-                    if self._schedule is None:
+                    if schedule is None:
                         lr = lr_at(state.step, self.optim_cfg, total)
                         set_lr(optimizer, lr)
                     else:
-                        lr, scales = self._schedule(state.step)
+                        lr, scales = schedule(state.step)
                         for group in optimizer.param_groups:
                             group["lr"] = lr * scales.get(group.get("name", "all"), 1.0)
-                    if self._describe is not None:
-                        bar.set_description(self._describe(state.step), refresh=False)
+                    if describe is not None:
+                        bar.set_description(describe(state.step), refresh=False)
                     sums = torch.zeros(len(objective.terms), device=device)
                     extra_names: list[str] = []
                     extra_sums: list[torch.Tensor] = []
@@ -421,8 +405,7 @@ class Engine:
                         sync = contextlib.nullcontext()
                         if dist.enabled and i < accum - 1:
                             sync = ddp_module.no_sync()
-                        routers = [a.router(batch, state.step) for a in algorithms]
-                        router = next((r for r in routers if r is not None), None)
+                        router = _first(a.router(batch, state.step) for a in algorithms)
                         with sync:
                             with autocast(device, cfg.precision):
                                 out = step_module(batch, router)
@@ -483,7 +466,8 @@ class Engine:
                     state.samples_seen += step_samples
                     state.tokens_seen += step_tokens
                     step_flops = world * sum(
-                        objective.flops(raw_model, b, _layer_rows(algorithms, b["input_ids"].shape[1], state.step - 1))
+                        objective.flops(raw_model, b, _first(a.layer_rows(b["input_ids"].shape[1], state.step - 1)
+                                                             for a in algorithms))
                         for b in micro_batches)
                     step_seconds = time.perf_counter() - t0
                     window["tokens"] += step_tokens
@@ -527,7 +511,6 @@ class Engine:
                     want_stop = stop.signum is not None or (stop_after is not None and steps_this_call >= stop_after)
                     if state.step % self.ckpt_cfg.every == 0 or state.step == total or want_stop:
                         self._save(raw_model, optimizer, state, algorithms, job_state, tokenizer_dir, callbacks)
-                        last_ckpt_step = state.step
                     if want_stop:
                         bar.close()
                         if stop.signum is not None:
@@ -539,9 +522,7 @@ class Engine:
                         status = "interrupted"
                         return FitResult(state, eval_before, None, True, job_state, totals["seconds"],
                                          int(totals["samples"]))
-            bar.close()
-            if last_ckpt_step != state.step:
-                self._save(raw_model, optimizer, state, algorithms, job_state, tokenizer_dir, callbacks)
+            bar.close()  # the last step (state.step == total) always saved a checkpoint above
             status = "finished"
             return FitResult(state, eval_before, eval_after, False, job_state, totals["seconds"], int(totals["samples"]))
         finally:
@@ -557,13 +538,9 @@ class Engine:
         return torch.tensor(batch["input_ids"].numel(), device=batch["input_ids"].device)
 
 
-def _layer_rows(algorithms: Sequence[Algorithm], seq_len: int, step: int) -> list[tuple[int, int]] | None:
-    """The rows per layer of the first algorithm that changes them at this step (None: all)."""
-    for algorithm in algorithms:
-        rows = algorithm.layer_rows(seq_len, step)
-        if rows is not None:
-            return rows
-    return None
+def _first(values: Iterable[Any]) -> Any:
+    """The first value that is not None (lazily: later algorithms are not asked), or None."""
+    return next((v for v in values if v is not None), None)
 
 
 def _peek(stream: Iterator[Batch], n: int) -> Iterator[Batch]:

@@ -144,9 +144,7 @@ class MLMObjective:
 
     def log_stats(self, batch: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, str]]:
         """MLM accuracy (an argmax over the vocabulary: only on logged steps)."""
-        labels = out["mlm_label_ids"]
-        pred = out["mlm_logits"].detach().reshape(-1, out["mlm_logits"].shape[-1]).argmax(-1)
-        return {"mlm_accuracy": (((pred == labels) & (labels != losses.IGNORE_INDEX)).sum(), "mlm")}
+        return {"mlm_accuracy": (mlm_correct(out), "mlm")}
 
     def flops(self, model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
               rows: Sequence[tuple[int, int]] | None) -> int:
@@ -161,6 +159,14 @@ class MLMObjective:
         return train_flops(model.config, size, rows, slots)
 
 
+def mlm_correct(out: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """How many real prediction slots of an objective's output (``mlm_logits``,
+    ``mlm_label_ids``) the argmax gets right."""
+    labels = out["mlm_label_ids"]
+    pred = out["mlm_logits"].detach().reshape(-1, out["mlm_logits"].shape[-1]).argmax(-1)
+    return ((pred == labels) & (labels != losses.IGNORE_INDEX)).sum()
+
+
 @torch.no_grad()
 def evaluate_mlm(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Tensor]], device: torch.device,
                  precision: str, objective: MLMObjective, td: Any = None) -> dict[str, float]:
@@ -173,11 +179,9 @@ def evaluate_mlm(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Te
         router = td.router(batch, None, training=False) if td is not None else None
         with autocast(device, precision):
             out = objective(model, batch, router)
-        labels = out["mlm_label_ids"]
-        valid = labels != losses.IGNORE_INDEX
+        valid = out["mlm_label_ids"] != losses.IGNORE_INDEX
         loss_sum += float(out["mlm_token_loss"][valid].sum())
-        pred = out["mlm_logits"].reshape(-1, out["mlm_logits"].shape[-1]).argmax(-1)
-        correct += int((pred[valid] == labels[valid]).sum())
+        correct += int(mlm_correct(out))
         count += int(valid.sum())
     model.train(was_training)
     loss = loss_sum / max(count, 1)
