@@ -12,6 +12,7 @@ without the base-model prefix (``bert.``), which transformers adds for models wi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -357,6 +358,13 @@ def mobilebert_config_to_hf(config: Any) -> dict[str, Any]:
             "transformers' MobileBERT cannot express queries and keys from the block input with an "
             f"intra-block size ({config.intra_bottleneck_size}) other than hidden_size ({config.hidden_size}), "
             "as the IB-BERT teacher has; keep it in leanbert's own format (leanbert.save_pretrained)"
+        )
+    if config.padded_key_score is not None:
+        warnings.warn(
+            f"this MobileBERT sets padded keys' attention scores to {config.padded_key_score} (the authors' "
+            "mask); transformers masks them with a large negative number, so its outputs on padded batches "
+            "will differ slightly (unpadded inputs are identical)",
+            stacklevel=2,
         )
     return {
         "model_type": "mobilebert",

@@ -265,20 +265,24 @@ def test_kept_tokens_are_chosen_by_score_looked_up_by_input_id():
     assert _route(td, ids) == [[0, 2, 4]]
 
 
-def test_every_prediction_position_is_kept_by_default():
+def test_reference_routing_keeps_mask_inputs_and_lets_other_predictions_compete():
+    # SPEC Sec. 1 / the reference: [MASK] inputs are kept through the allow list; a prediction
+    # position whose input was replaced at random (3) or left unchanged (4) competes on score.
     td = dropping(tiny(), keep=3)
+    assert td.config.keep_masked_positions is False
+    td.scores.scores[[20, 21, 22, 23]] = torch.tensor([1.0, 9.0, 1.0, 2.0])
+    ids = torch.tensor([[CLS, 20, MASK, 22, 23, 21]])
+    labels = torch.tensor([[-100, -100, 41, 40, 23, -100]])
+    assert _route(td, ids, labels=labels) == [[0, 2, 5]]
+
+
+def test_keep_masked_positions_keeps_every_prediction_position():
+    td = dropping(tiny(), keep=3, keep_masked_positions=True)
     td.scores.scores[[20, 21, 22, 23]] = torch.tensor([9.0, 9.0, 1.0, 9.0])
     ids = torch.tensor([[CLS, 20, 21, 22, 23]])  # position 3 (id 22) was randomly replaced
     positions, labels = torch.tensor([[3, 0]]), torch.tensor([[40, -100]])
     assert _route(td, ids, labels=labels, positions=positions) == [[0, 1, 3]]
-
-
-def test_reference_mode_keeps_only_mask_inputs_among_predictions():
-    td = dropping(tiny(), keep=3, keep_masked_positions=False)
-    td.scores.scores[[20, 21, 22, 23]] = torch.tensor([9.0, 9.0, 1.0, 8.0])
-    ids = torch.tensor([[CLS, 20, MASK, 22, 23]])
-    labels = torch.tensor([[-100, -100, 41, 40, -100]])  # 2 is [MASK], 3 a random replacement
-    assert _route(td, ids, labels=labels) == [[0, 1, 2]]
+    assert _route(dropping(tiny(), keep=3), ids, labels=labels, positions=positions) != [[0, 1, 3]]
 
 
 def test_random_dropping_keeps_special_tokens_and_chooses_the_rest_at_random():

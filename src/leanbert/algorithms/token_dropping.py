@@ -44,8 +44,12 @@ without dropping), ``evaluate_with_dropping``.
   the moving average erodes them ([PAD] reaches the normal range after ~1,840 steps).
   Here allow / deny are re-applied at every routing decision; padding is never kept
   (unless fewer than ``k`` real tokens exist, see below) and never enters the update.
-- Every MLM prediction position is kept by default (``keep_masked_positions``); off gives
-  the reference behaviour (only inputs equal to [MASK] are kept, through the allow list).
+- Prediction positions follow the reference by default: only inputs equal to [MASK] are
+  always kept (through the allow list); the 10% random and 10% unchanged replacements
+  compete on score like other tokens (the last layer sees every token again, so the MLM
+  loss does not need them kept). ``keep_masked_positions: true`` keeps every prediction
+  position (counted inside ``k``): it also tells the middle layers which positions are
+  targets, since a frequent word then survives only when it is one.
 - Kept tokens are in position order (the reference orders them by score); attention has
   no position bias, so this is equivalent and keeps outputs easy to read.
 - Drop layers are configuration; evaluation does not drop unless asked; the score table is
@@ -178,7 +182,9 @@ class TokenDroppingConfig(StrictConfig):
     beta: float = Field(0.995, ge=0.0, lt=1.0)
     allow_ids: list[int] = Field(default_factory=lambda: list(BERT_UNCASED_ALLOW_IDS))
     deny_ids: list[int] = Field(default_factory=lambda: list(BERT_UNCASED_DENY_IDS))
-    keep_masked_positions: bool = True
+    # False = the reference: only [MASK] inputs are always kept (allow list); True keeps every
+    # prediction position (10% random / 10% unchanged ones too).
+    keep_masked_positions: bool = False
     # Last steps trained without dropping: an int is a number of steps, a float a fraction.
     final_full_phase: StrictInt | StrictFloat = 0
     evaluate_with_dropping: bool = False

@@ -23,16 +23,36 @@ def register(sub) -> None:
 
 
 def parameter_counts(model) -> dict[str, int]:
+    """Parameter counts, each tied tensor once.
+
+    ``total`` includes the heads; ``encoder`` (= without heads) includes the embeddings and the
+    pooler, as transformers' ``BertModel`` / ``MobileBertModel`` count; ``encoder_layers`` is
+    the transformer layers alone (without embeddings, pooler and heads). The papers' sizes are
+    ``encoder`` counts (MobileBERT Table 1: 25.3 M; see the README for how they relate).
+    """
+    embeddings = sum(p.numel() for p in model.encoder.embeddings.parameters())
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    pooler = getattr(model.encoder, "pooler", None)
+    pooled = sum(p.numel() for p in pooler.parameters()) if pooler is not None else 0
     counts = {
         "total": model.num_parameters(),
-        "embeddings": sum(p.numel() for p in model.encoder.embeddings.parameters()),
-        "encoder": sum(p.numel() for p in model.encoder.parameters()),
+        "embeddings": embeddings,
+        "encoder": encoder,
+        "encoder_layers": encoder - embeddings - pooled,
     }
     if getattr(model.encoder, "pooler", None) is not None:
         counts["pooler"] = sum(p.numel() for p in model.encoder.pooler.parameters())
     for head in model.heads:
         counts[f"head:{head}"] = sum(p.numel() for p in getattr(model, head).parameters())
     return counts
+
+
+LABELS = {
+    "total": "total (with heads)",
+    "embeddings": "embeddings",
+    "encoder": "encoder (without heads)",
+    "encoder_layers": "layers (without embeddings, heads)",
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {k:<26} {v}")
     print("parameters:")
     for k, v in counts.items():
-        print(f"  {k:<26} {v:>13,}  ({v / 1e6:.2f} M)")
+        print(f"  {LABELS.get(k, k):<34} {v:>13,}  ({v / 1e6:.2f} M)")
     return 0

@@ -26,13 +26,17 @@ from torch import nn
 def explicit_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float,
     dropout: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
+    masked_score: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Attention with the scores and probabilities materialised: ``(ctx, scores, probs)``,
     scores scaled by 1/sqrt(d) and masked (the scaling is applied to the queries, the smaller
-    tensor). ``dropout(probs, p)`` defaults to ``F.dropout``."""
+    tensor). ``dropout(probs, p)`` defaults to ``F.dropout``. Masked keys' scores become the
+    dtype's lowest value (transformers), or exactly ``masked_score`` when given (MobileBERT's
+    TF code uses -6, so padded keys keep a weight of ``exp(-6)`` relative to a zero score)."""
     scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
     if key_mask is not None:
-        scores = scores.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
+        fill = torch.finfo(scores.dtype).min if masked_score is None else masked_score
+        scores = scores.masked_fill_(~key_mask, fill)
     probs = scores.softmax(dim=-1)
     if dropout_p > 0.0:
         attended = F.dropout(probs, dropout_p) if dropout is None else dropout(probs, dropout_p)
@@ -53,13 +57,16 @@ class Attention(nn.Module):
 
     Returns ``(ctx, scores, probs)``; scores and probabilities only with ``output_attentions``.
     ``fp32_under_fp16``: run in fp32 under fp16 autocast (MobileBERT, whose NoNorm activations
-    can exceed fp16's range; see ``models/mobilebert.py``).
+    can exceed fp16's range; see ``models/mobilebert.py``). ``masked_score``: masked keys'
+    scores are set to exactly this value after scaling instead of the dtype's lowest value
+    (MobileBERT's reference code: -6; SPEC Sec. 2). It runs the written-out attention.
     """
 
-    def __init__(self, dropout: float, fp32_under_fp16: bool = False) -> None:
+    def __init__(self, dropout: float, fp32_under_fp16: bool = False, masked_score: float | None = None) -> None:
         super().__init__()
         self.dropout_p = dropout
         self.fp32_under_fp16 = fp32_under_fp16
+        self.masked_score = masked_score
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
@@ -69,8 +76,9 @@ class Attention(nn.Module):
             with torch.autocast(q.device.type, enabled=False):
                 return self.forward(q.float(), k.float(), v.float(), key_mask, output_attentions)
         p = self.dropout_p if self.training else 0.0
-        if output_attentions:
-            return explicit_attention(q, k, v, key_mask, p)
+        if output_attentions or (self.masked_score is not None and key_mask is not None):
+            ctx, scores, probs = explicit_attention(q, k, v, key_mask, p, masked_score=self.masked_score)
+            return (ctx, scores, probs) if output_attentions else (ctx, None, None)
         return self.attend(q, k, v, key_mask, p), None, None
 
     def attend(
@@ -79,4 +87,5 @@ class Attention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
 
     def extra_repr(self) -> str:
-        return f"dropout={self.dropout_p}"
+        extra = "" if self.masked_score is None else f", masked_score={self.masked_score}"
+        return f"dropout={self.dropout_p}{extra}"

@@ -114,6 +114,10 @@ class MobileBertConfig(EncoderConfigBase):
     attention_dropout: Probability = 0.1
     layer_norm_eps: float = 1e-12
     use_pooler: bool = False  # the authors' models classify on the [CLS] state; HF's default adds one
+    # Padded keys' attention scores: None = the dtype's lowest value (transformers; what HF
+    # checkpoints were trained with); -6.0 = the authors' TF code, which sets them to exactly -6
+    # after scaling (an int8-friendly range; padded keys keep a small weight).
+    padded_key_score: float | None = None
 
 
     @model_validator(mode="after")
@@ -276,7 +280,7 @@ class MobileBertAttention(nn.Module):
         self.head_dim = width // cfg.num_heads
         self.query_key = nn.Linear(qk_width, 2 * width)
         self.value = nn.Linear(v_width, width)
-        self.attend = Attention(cfg.attention_dropout, fp32_under_fp16=True)
+        self.attend = Attention(cfg.attention_dropout, fp32_under_fp16=True, masked_score=cfg.padded_key_score)
         self.out = nn.Linear(width, width)
         self.norm = make_norm(cfg, width)
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from leanbert.models.attention import explicit_attention
 from leanbert.models.base import EncoderOutput
 from leanbert.models.mobilebert import MobileBertEncoder
 from leanbert.speedups.linear import onednn_available, onednn_product
@@ -208,7 +209,11 @@ def fast_forward(
             q, k, v = qk[:, :width], qk[:, width:], parts[2]
         else:  # TINY: q, k, v from the input bottleneck
             q, k, v = block.qkv(bottleneck).split(width, dim=1)
-        ctx = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), attn_mask=key_mask)
+        if cfg.padded_key_score is not None and key_mask is not None:  # the authors' -6 mask
+            ctx = explicit_attention(split_heads(q), split_heads(k), split_heads(v), key_mask, 0.0,
+                                     masked_score=cfg.padded_key_score)[0]
+        else:
+            ctx = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), attn_mask=key_mask)
         h = block.out(ctx.transpose(1, 2).reshape(b * t, width)).addcmul_(bottleneck, block.out_gamma)
         for up, down, gamma in block.ffns:
             h = down(up(h, relu=True)).addcmul_(h, gamma)
