@@ -1,23 +1,41 @@
-"""Small-scale replication of token dropping (Hou et al., ACL 2022) on a CPU.
+"""Token dropping (Hou et al., ACL 2022) replicated at a scale where the model learns more
+than word frequencies, on a 2-core CPU.
 
-Same model, data, batch and number of steps for three pretraining variants:
-no dropping (plain BERT), token dropping (importance from the MLM-loss score table) and
-random dropping (same routing, random kept tokens), each with several seeds. For every run:
-held-out MLM loss (evaluated without dropping) against wall-clock time and against analytic
-FLOPs, then fine-tuning of the final checkpoint on SST-2 and MRPC (GLUE dev scores).
+Variants (same model, data, batch, schedule shape):
 
-    python experiments/token_dropping/run.py                 # full experiment (about an hour on 2 cores)
-    python experiments/token_dropping/run.py --steps 20 --seeds 0 --books 2 --quick   # smoke run
+- ``none``: plain BERT for ``--steps`` steps;
+- ``token``: token dropping with the reference routing (only [MASK] inputs always kept; the
+  10% random / 10% unchanged prediction positions compete on score), Sec. 3;
+- ``random``: the same routing with random scores (the paper's baseline, Sec. 4.3);
+- ``token-keepall``: token dropping that keeps every prediction position
+  (``keep_masked_positions: true``, leanbert's former default);
+- ``none-matched``: plain BERT whose *own* schedule (warm-up, linear decay to zero) ends at
+  the training FLOPs of the ``token`` run of the same seed: the matched-cost baseline.
 
-Writes runs under --work (default experiments/token_dropping/work, git-ignored) and the
-committed outputs next to this file: results.json, report.md's figures (*.png).
-Every stage skips work already done, so an interrupted experiment resumes.
+Per run: held-out MLM loss and accuracy (evaluated without dropping, leanbert's default)
+every ``--eval-every`` steps against analytic FLOPs and training wall-clock; for dropping runs
+also the final held-out loss *with* dropping (the reference validates that way); for
+importance runs a dump of the final score table against token frequency. Then every final
+checkpoint is fine-tuned on SST-2, MRPC and CoLA (GLUE dev) for each learning rate of
+``--ft-lrs``. The criterion for the scale: no-dropping's held-out loss must end at least 1 nat
+below the unigram entropy of the held-out set (measured with the experiment's tokenizer).
+
+    python experiments/token_dropping/run.py                      # the whole experiment (~6-7 h on 2 cores)
+    python experiments/token_dropping/run.py --calibrate          # + interleaved step timing (quiet machine)
+    python experiments/token_dropping/run.py --steps 20 --eval-every 10 --books 2 --layers 4 \\
+        --seeds 0 --ft-lrs 1e-4 --sst2-train 200 --quick          # smoke run (~3 min)
+
+Runs live under --work (default experiments/token_dropping/work, git-ignored); results.json
+is rewritten after every finished run (so results arrive while the experiment runs). Every
+stage skips work already done and pretraining resumes from its last checkpoint, so the
+experiment can be stopped (Ctrl-C / SIGTERM save a checkpoint) and continued across sessions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -25,19 +43,20 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parents[1].parent / "shared" / "data"
-VARIANTS = ("none", "token", "random")
+# name -> token_dropping overrides; none-matched gets its step count from the token run.
+VARIANTS: dict[str, dict[str, object]] = {
+    "none": {"method": "none"},
+    "token": {"method": "token", "keep_masked_positions": False},
+    "random": {"method": "random", "keep_masked_positions": False},
+    "token-keepall": {"method": "token", "keep_masked_positions": True},
+    "none-matched": {"method": "none"},
+}
+GLUE = {"sst2": ("SST-2", "accuracy"), "mrpc": ("MRPC", "f1"), "cola": ("CoLA", "matthews_correlation")}
 
 
-def model_overrides(args) -> list[str]:
-    return [
-        "model.preset=bert-mini", f"model.num_layers={args.layers}", f"model.hidden_size={args.hidden}",
-        f"model.num_heads={args.heads}", f"model.intermediate_size={4 * args.hidden}",
-        f"model.max_position_embeddings={args.length}",
-        f"data.batch_size={args.batch}", f"data.max_predictions={round(0.15 * args.length)}",
-        f"train.max_steps={args.steps}", f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, args.steps // 10)}",
-        "train.precision=bf16", f"eval.every={args.eval_every}", "eval.batches=20", "eval.batch_size=32",
-        f"checkpoint.every={args.eval_every}", "log.every=1", "log.progress=false",
-    ]
+# ----------------------------------------------------------------------------------------
+# Data and the unigram reference
+# ----------------------------------------------------------------------------------------
 
 
 def prepare_data(args, work: Path) -> Path:
@@ -50,161 +69,448 @@ def prepare_data(args, work: Path) -> Path:
     tok_dir = work / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
         save_tokenizer(train_tokenizer(books, vocab_size=args.vocab), tok_dir)
-    prepare(books, load_tokenizer(tok_dir), work / "data",
-            {"seq_length": args.length, "validation_fraction": 0.02, "seed": 0})
+    if not (work / "data" / "manifest.json").is_file():
+        prepare(books, load_tokenizer(tok_dir), work / "data",
+                {"seq_length": args.length, "validation_fraction": 0.02, "seed": 0})
     return work / "data"
 
 
-def pretrain_run(args, data: Path, out: Path, variant: str, seed: int) -> dict:
+def unigram_reference(data: Path, args) -> dict:
+    """The held-out set's unigram entropy (nats, over real tokens: no [PAD]/[CLS]/[SEP]) and
+    the held-out MLM targets' cross-entropy under the training split's unigram distribution
+    (add-one smoothed): what a model that knows only word frequencies scores."""
+    import numpy as np
+
+    from leanbert.data.loader import ShardLoader
+    from leanbert.train.config import DataSection
+    from leanbert.train.data import PretrainData
+
+    pdata = PretrainData(data, DataSection(batch_size=args.batch, max_predictions=round(0.15 * args.length)))
+    special = {pdata.special_ids[t] for t in ("[PAD]", "[CLS]", "[SEP]") if t in pdata.special_ids}
+
+    def counts(split: str) -> np.ndarray:
+        loader = ShardLoader(data, split, batch_size=1, shuffle=False, loop=False, prefetch=0)
+        rows, _ = loader.read(np.arange(loader.num_samples))
+        c = np.bincount(rows.ravel(), minlength=pdata.vocab_size).astype(np.float64)
+        c[list(special)] = 0
+        return c
+
+    held, train = counts("validation"), counts("train")
+    p = held[held > 0] / held.sum()
+    entropy = float(-(p * np.log(p)).sum())
+    q = (train + 1) / (train + 1).sum()
+    targets = []
+    for batch in pdata.eval_batches(args.eval_batches, 32):
+        lab = batch["labels"].numpy().ravel()
+        targets.append(lab[lab >= 0])
+    t = np.concatenate(targets)
+    cross = float(-np.log(q[t]).mean())
+    return {"heldout_unigram_entropy": entropy, "train_unigram_ce_on_eval_targets": cross,
+            "heldout_tokens": int(held.sum()), "train_tokens": int(train.sum()), "eval_targets": int(t.size),
+            "train_counts": train}
+
+
+# ----------------------------------------------------------------------------------------
+# Pretraining
+# ----------------------------------------------------------------------------------------
+
+
+def pretrain_sets(args, variant: str, seed: int, steps: int) -> list[str]:
+    sets = [
+        "model.preset=bert-mini", f"model.num_layers={args.layers}", f"model.hidden_size={args.hidden}",
+        f"model.num_heads={args.heads}", f"model.intermediate_size={4 * args.hidden}",
+        f"model.max_position_embeddings={args.length}",
+        f"data.batch_size={args.batch}", f"data.max_predictions={round(0.15 * args.length)}",
+        f"train.max_steps={steps}", f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, round(steps * args.warmup))}",
+        "optim.schedule=linear", "train.precision=bf16", f"train.seed={seed}",
+        f"eval.every={args.eval_every}", f"eval.batches={args.eval_batches}", "eval.batch_size=32",
+        f"checkpoint.every={args.eval_every}", "checkpoint.keep_last=1", "log.every=1", "log.progress=false",
+    ]
+    for key, value in VARIANTS[variant].items():
+        sets.append(f"token_dropping.{key}={str(value).lower()}")
+    if VARIANTS[variant]["method"] != "none":
+        sets.append(f"token_dropping.keep={args.keep}")
+    return sets
+
+
+def read_metrics(out: Path, batch_tokens: int) -> tuple[list[dict], list[dict]]:
+    """Train and eval records, the last one per step (a resumed run logs the steps after its
+    checkpoint again)."""
+    train, evals = {}, {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("kind") == "train":
+            train[rec["step"]] = rec
+        elif rec.get("kind") == "eval":
+            evals[rec["step"]] = rec
+    return [train[k] for k in sorted(train)], [evals[k] for k in sorted(evals)]
+
+
+def pretrain_run(args, data: Path, out: Path, variant: str, seed: int, steps: int) -> dict:
     from leanbert.train.config import load_pretrain_config
     from leanbert.train.pretrain import pretrain
 
-    sets = [*model_overrides(args), f"train.seed={seed}", f"token_dropping.method={variant}"]
-    if variant != "none":
-        sets.append(f"token_dropping.keep={args.keep}")
-    cfg = load_pretrain_config("demo", sets)
+    cfg = load_pretrain_config("demo", pretrain_sets(args, variant, seed, steps))
     if not (out / "model" / "config.json").is_file():
         t0 = time.perf_counter()
-        pretrain(cfg, data, out)
+        result = pretrain(cfg, data, out)
+        if result.interrupted:
+            sys.exit(f"{out.name}: interrupted at step {result.steps}; rerun to resume")
         print(f"  pretrained {out.name} in {time.perf_counter() - t0:.0f}s", flush=True)
-    train, evals = [], []
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        (train if rec["kind"] == "train" else evals).append(rec)
-    # Wall-clock of the training steps only (the same held-out evaluation costs every variant the same).
-    step_time, flops, t_cum, f_cum = {}, {}, 0.0, 0.0
-    for rec in train:
-        t_cum += rec["tokens_per_s"] and (args.batch * args.length) / rec["tokens_per_s"]
+    batch_tokens = args.batch * args.length
+    train, evals = read_metrics(out, batch_tokens)
+    seconds, flops, t_cum, f_cum = {0: 0.0}, {0: 0.0}, 0.0, 0.0
+    for rec in train:  # training steps only: held-out evaluation costs every variant the same
+        t_cum += batch_tokens / rec["tokens_per_s"] if rec.get("tokens_per_s") else 0.0
         f_cum += rec["flops_per_step"]
-        step_time[rec["step"]], flops[rec["step"]] = t_cum, f_cum
-    curve = [{"step": e["step"], "mlm_loss": e["mlm_loss"], "seconds": step_time.get(e["step"], 0.0),
-              "flops": flops.get(e["step"], 0.0)} for e in evals]
-    return {"variant": variant, "seed": seed, "curve": curve, "train_seconds": t_cum, "train_flops": f_cum,
-            "final_mlm_loss": evals[-1]["mlm_loss"], "model_dir": str(out / "model")}
+        seconds[rec["step"]], flops[rec["step"]] = t_cum, f_cum
+    curve = [{"step": e["step"], "mlm_loss": e["mlm_loss"], "mlm_accuracy": e.get("mlm_accuracy"),
+              "seconds": seconds.get(e["step"], 0.0), "flops": flops.get(e["step"], 0.0)} for e in evals]
+    return {"variant": variant, "seed": seed, "steps": steps, "curve": curve, "train_seconds": t_cum,
+            "train_flops": f_cum, "flops_per_step": f_cum / max(len(train), 1),
+            "final_mlm_loss": evals[-1]["mlm_loss"], "final_mlm_accuracy": evals[-1].get("mlm_accuracy"),
+            "model_dir": str(out / "model"), "run_dir": str(out)}
 
 
-def finetune_run(args, model_dir: str, task: str, out: Path, seed: int) -> dict:
+def final_state(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    from leanbert.train.state import list_checkpoints
+
+    last = list_checkpoints(run_dir)[-1]
+    return load_file(str(last / "extra.safetensors"))
+
+
+def evaluate_with_dropping(args, data: Path, run: dict) -> dict:
+    """The final model's held-out loss when the middle layers drop tokens as in training (the
+    final score table; random scores for random dropping): the reference's validation."""
+    import torch
+
+    from leanbert.algorithms.token_dropping import TokenDropping
+    from leanbert.checkpoint import from_pretrained
+    from leanbert.train.config import load_pretrain_config
+    from leanbert.train.data import PretrainData
+    from leanbert.train.pretrain import MLMObjective, evaluate_mlm
+
+    cfg = load_pretrain_config("demo", pretrain_sets(args, run["variant"], run["seed"], run["steps"]))
+    pdata = PretrainData(data, cfg.data, seed=cfg.train.seed)
+    model = from_pretrained(run["model_dir"])
+    td_cfg = cfg.token_dropping.model_copy(update={"evaluate_with_dropping": True}).with_special_ids(pdata.special_ids)
+    td = TokenDropping(td_cfg, model.config, total_steps=run["steps"])
+    td.load_state_dict(final_state(Path(run["run_dir"])), strict=False)
+    torch.manual_seed(run["seed"])
+    ev = evaluate_mlm(model, pdata.eval_batches(cfg.eval.batches, cfg.eval.batch_size), torch.device("cpu"),
+                      "bf16", MLMObjective(with_pairs=pdata.has_pairs), td)
+    return {"mlm_loss": ev["mlm_loss"], "mlm_accuracy": ev["mlm_accuracy"]}
+
+
+def score_table_dump(run: dict, train_counts, tokenizer_dir: Path, top: int = 25) -> dict:
+    """The final importance scores against token frequency: do frequent (function) words get
+    low scores, as the paper's intuition says (Sec. 3.2)?"""
+    import numpy as np
+
+    from leanbert.data.tokenizer import load_tokenizer
+
+    scores = final_state(Path(run["run_dir"]))["token_dropping.scores"].float().numpy()
+    tok = load_tokenizer(tokenizer_dir)
+    counts = np.asarray(train_counts)
+    seen = np.flatnonzero(counts >= 20)  # ids seen often enough for their scores to have moved
+
+    def rank(x: np.ndarray) -> np.ndarray:
+        r = np.empty(len(x))
+        r[np.argsort(x, kind="stable")] = np.arange(len(x))
+        return r
+
+    rho = float(np.corrcoef(rank(scores[seen]), rank(np.log(counts[seen])))[0, 1])
+    by_freq = seen[np.argsort(-counts[seen])]
+    by_score = seen[np.argsort(scores[seen])]
+
+    def rows(ids) -> list[dict]:
+        return [{"token": tok.id_to_token(int(i)), "id": int(i), "score": round(float(scores[i]), 4),
+                 "train_count": int(counts[i])} for i in ids]
+
+    deciles = np.array_split(by_freq, 10)
+    return {
+        "ids_with_20_or_more_occurrences": int(seen.size),
+        "spearman_score_vs_log_frequency": rho,
+        "mean_score_by_frequency_decile": [round(float(scores[d].mean()), 4) for d in deciles],
+        "most_frequent": rows(by_freq[:top]),
+        "lowest_scores": rows(by_score[:top]),
+        "highest_scores": rows(by_score[::-1][:top]),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Fine-tuning
+# ----------------------------------------------------------------------------------------
+
+
+def finetune_run(args, model_dir: str, task: str, lr: float, out: Path, seed: int) -> dict:
     from leanbert.tasks.finetune import finetune, finetune_config
     from leanbert.tasks.registry import get_task
 
     if (out / "metrics.json").is_file():
         return json.loads((out / "metrics.json").read_text())
     spec = get_task(task)
-    sets = [f"seed={seed}", f"lr={args.ft_lr}", f"epochs={args.ft_epochs}", "max_seq_length=64",
-            "predict_test=false", "progress=false"]
+    sets = [f"seed={seed}", f"lr={lr}", f"epochs={args.ft_epochs}", f"max_seq_length={args.ft_length}",
+            "predict_test=false", "progress=false", "precision=bf16", "batch_size=32"]
     if task == "sst2":
         sets.append(f"train_limit={args.sst2_train}")
-    cfg = finetune_config(spec, None, sets)
-    data = SHARED / "glue" / {"sst2": "SST-2", "mrpc": "MRPC"}[task]
-    return finetune(spec, data, model_dir, out, cfg)
+    return finetune(spec, SHARED / "glue" / GLUE[task][0], model_dir, out, finetune_config(spec, None, sets))
+
+
+def finetune_all(args, run: dict, work: Path) -> dict:
+    scores: dict[str, dict[str, float]] = {}
+    for task, (_, metric) in GLUE.items():
+        scores[task] = {}
+        for lr in args.ft_lrs:
+            name = f"ft-{task}-lr{lr:g}-{run['variant']}-seed{run['seed']}"
+            m = finetune_run(args, run["model_dir"], task, lr, work / name, run["seed"])
+            scores[task][f"{lr:g}"] = m["metrics"]["dev"][metric]
+        best = max(scores[task], key=scores[task].get)
+        print(f"  {task} {metric}: {scores[task]} (best lr {best})", flush=True)
+    return scores
+
+
+# ----------------------------------------------------------------------------------------
+# Timing on a quiet machine
+# ----------------------------------------------------------------------------------------
+
+
+def calibrate(args, data: Path, work: Path, variants: list[str], rounds: int = 3, steps: int = 30) -> dict:
+    """Seconds per training step of each variant, measured interleaved (``rounds`` x each
+    variant for ``steps`` steps, the first 5 of each left out; medians), so that the time axis
+    does not depend on what else shared the CPU during the long runs."""
+    import shutil
+
+    from leanbert.train.config import load_pretrain_config
+    from leanbert.train.pretrain import pretrain
+
+    per: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for v in variants:
+            out = work / f"calibrate-{v}-{r}"
+            shutil.rmtree(out, ignore_errors=True)
+            sets = pretrain_sets(args, v, 0, steps) + ["eval.at_start=false", f"eval.every={steps}",
+                                                       f"checkpoint.every={steps}"]
+            pretrain(load_pretrain_config("demo", sets), data, out)
+            train, _ = read_metrics(out, args.batch * args.length)
+            per[v] += [args.batch * args.length / rec["tokens_per_s"] for rec in train[5:]]
+            shutil.rmtree(out, ignore_errors=True)
+    return {v: statistics.median(xs) for v, xs in per.items()}
+
+
+# ----------------------------------------------------------------------------------------
+# Summary and plots
+# ----------------------------------------------------------------------------------------
 
 
 def interpolate(curve: list[dict], key: str, x: float) -> float:
     """The held-out loss of ``curve`` at ``x`` (seconds or FLOPs), linearly interpolated."""
-    pts = [(0.0, curve[0]["mlm_loss"])] + [(p[key], p["mlm_loss"]) for p in curve if p[key] > 0]
+    pts = [(p[key], p["mlm_loss"]) for p in curve]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
         if x0 <= x <= x1:
             return y0 + (y1 - y0) * (x - x0) / max(x1 - x0, 1e-12)
     return pts[-1][1]
 
 
-def plot(results: list[dict], path_time: Path, path_flops: Path) -> None:
+def spread(values: list[float]) -> dict:
+    if not values:
+        return {}
+    out = {"n": len(values), "median": statistics.median(values), "mean": statistics.mean(values),
+           "min": min(values), "max": max(values)}
+    if len(values) > 1:
+        out["stdev"] = statistics.stdev(values)
+    return out
+
+
+def summarise(runs: list[dict], unigram: dict, step_seconds: dict | None) -> dict:
+    summary: dict[str, dict] = {}
+    for variant in VARIANTS:
+        rs = [r for r in runs if r["variant"] == variant]
+        if not rs:
+            continue
+        row: dict = {
+            "seeds": [r["seed"] for r in rs],
+            "steps": rs[0]["steps"],
+            "final_mlm_loss": spread([r["final_mlm_loss"] for r in rs]),
+            "final_mlm_accuracy": spread([r["final_mlm_accuracy"] for r in rs if r["final_mlm_accuracy"] is not None]),
+            "train_flops": spread([r["train_flops"] for r in rs]),
+            "train_seconds_measured": spread([r["train_seconds"] for r in rs]),
+        }
+        if step_seconds and variant in step_seconds:
+            row["train_seconds_calibrated"] = step_seconds[variant] * rs[0]["steps"]
+        wd = [r["with_dropping"]["mlm_loss"] for r in rs if "with_dropping" in r]
+        if wd:
+            row["final_mlm_loss_with_dropping"] = spread(wd)
+        for task, (_, metric) in GLUE.items():
+            best = [max(r["glue"][task].values()) for r in rs if task in r.get("glue", {})]
+            if best:
+                row[f"{task}_{metric}_best_lr"] = spread(best)
+                for lr in rs[0]["glue"][task]:
+                    row.setdefault(f"{task}_{metric}_by_lr", {})[lr] = spread(
+                        [r["glue"][task][lr] for r in rs if lr in r.get("glue", {}).get(task, {})])
+        summary[variant] = row
+    base = summary.get("none")
+    for variant, row in summary.items():
+        if base is None or variant == "none":
+            continue
+        row["flop_saving_vs_none"] = 1 - row["train_flops"]["mean"] / base["train_flops"]["mean"]
+        row["measured_time_saving_vs_none"] = 1 - row["train_seconds_measured"]["mean"] / base["train_seconds_measured"]["mean"]
+        if "train_seconds_calibrated" in row and "train_seconds_calibrated" in base:
+            row["calibrated_time_saving_vs_none"] = 1 - row["train_seconds_calibrated"] / base["train_seconds_calibrated"]
+        paired = [(r, next((b for b in runs if b["variant"] == "none" and b["seed"] == r["seed"]), None))
+                  for r in runs if r["variant"] == variant]
+        diffs = [r["final_mlm_loss"] - b["final_mlm_loss"] for r, b in paired if b is not None]
+        if diffs:
+            row["final_loss_minus_none_same_seed"] = spread(diffs)
+    criterion = None
+    if base is not None:
+        criterion = {
+            "heldout_unigram_entropy": unigram["heldout_unigram_entropy"],
+            "none_final_mlm_loss_median": base["final_mlm_loss"]["median"],
+            "nats_below_unigram_entropy": unigram["heldout_unigram_entropy"] - base["final_mlm_loss"]["median"],
+        }
+        criterion["met"] = criterion["nats_below_unigram_entropy"] >= 1.0
+    return {"variants": summary, "scale_criterion": criterion}
+
+
+COLORS = {"none": "tab:blue", "token": "tab:red", "random": "tab:green", "token-keepall": "tab:purple",
+          "none-matched": "tab:gray"}
+
+
+def plot(runs: list[dict], dest: Path, step_seconds: dict | None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    colors = {"none": "tab:blue", "token": "tab:red", "random": "tab:green"}
-    for key, path, label in (("seconds", path_time, "training wall-clock (s, 2 CPU cores, bf16)"),
-                             ("flops", path_flops, "training FLOPs (analytic)")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in results:
-            xs = [p[key] for p in r["curve"]]
-            ys = [p["mlm_loss"] for p in r["curve"]]
-            ax.plot(xs, ys, color=colors[r["variant"]], alpha=0.85, marker="o", ms=3,
-                    label=f"{r['variant']} dropping" if r["seed"] == results[0]["seed"] else None)
+    axes = [("flops", "training FLOPs (analytic)", "loss_vs_flops.png")]
+    axes.append(("seconds", "training wall-clock (s; 2 CPU cores, bf16" +
+                 (", per-step time calibrated interleaved)" if step_seconds else ", as measured)"), "loss_vs_time.png"))
+    for key, label, name in axes:
+        fig, ax = plt.subplots(figsize=(7.0, 4.5))
+        for variant, color in COLORS.items():
+            rs = [r for r in runs if r["variant"] == variant]
+            if not rs:
+                continue
+            steps = [p["step"] for p in rs[0]["curve"]]
+            rs = [r for r in rs if [p["step"] for p in r["curve"]] == steps]
+            ys = np.array([[p["mlm_loss"] for p in r["curve"]] for r in rs])
+            if key == "seconds" and step_seconds and variant in step_seconds:
+                xs = np.array(steps) * step_seconds[variant]
+            else:
+                xs = np.array([[p[key] for p in r["curve"]] for r in rs]).mean(0)
+            ax.plot(xs, np.median(ys, 0), color=color, label=f"{variant} ({len(rs)} seeds)")
+            if len(rs) > 1:
+                ax.fill_between(xs, ys.min(0), ys.max(0), color=color, alpha=0.2)
         ax.set_xlabel(label)
-        ax.set_ylabel("held-out MLM loss (no dropping at evaluation)")
-        ax.set_title("Token dropping vs baselines")
+        ax.set_ylabel("held-out MLM loss (nats; no dropping at evaluation)")
+        ax.set_ylim(top=min(ax.get_ylim()[1], 8.0))
+        ax.set_title("Token dropping: median over seeds, band = min-max")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(dest / name, dpi=120)
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------
+
+
+def plan(args) -> list[tuple[str, int]]:
+    """Runs in the order they are trained: seed-major, so partial results stay balanced."""
+    order = []
+    for seed in args.seeds:
+        for variant in ("none", "token", "random", "none-matched", "token-keepall"):
+            if variant == "token-keepall" and seed not in args.keepall_seeds:
+                continue
+            if variant in args.variants:
+                order.append((variant, seed))
+    return order
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=str(HERE / "work"))
-    p.add_argument("--books", type=int, default=16)
+    p.add_argument("--books", type=int, default=64)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--layers", type=int, default=12)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=float, default=0.06, help="warm-up steps as a fraction of the run's steps")
     p.add_argument("--keep", type=float, default=0.5)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--ft-lr", type=float, default=1e-4)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-batches", type=int, default=20)
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    p.add_argument("--keepall-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
+    p.add_argument("--variants", type=lambda s: s.split(","), default=list(VARIANTS))
+    p.add_argument("--ft-lrs", type=lambda s: [float(x) for x in s.split(",")], default=[1e-4, 3e-4])
     p.add_argument("--ft-epochs", type=int, default=2)
-    p.add_argument("--sst2-train", type=int, default=8000)
+    p.add_argument("--ft-length", type=int, default=64)
+    p.add_argument("--sst2-train", type=int, default=6000)
     p.add_argument("--no-finetune", action="store_true")
+    p.add_argument("--calibrate", action="store_true", help="measure per-step times interleaved (run on a quiet machine)")
     p.add_argument("--quick", action="store_true", help="write results to the work dir, not next to this file")
     args = p.parse_args(argv)
     if not SHARED.is_dir():
         sys.exit(f"real data not found at {SHARED}")
+    from leanbert.io import atomic_write_json
+
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     dest = work if args.quick else HERE
     data = prepare_data(args, work)
-    results = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for variant in args.variants.split(","):
-            print(f"pretraining: {variant} dropping, seed {seed}", flush=True)
-            r = pretrain_run(args, data, work / f"pretrain-{variant}-seed{seed}", variant, seed)
-            if not args.no_finetune:
-                for task in ("sst2", "mrpc"):
-                    m = finetune_run(args, r["model_dir"], task, work / f"ft-{task}-{variant}-seed{seed}", seed)
-                    r[task] = m["metrics"]["dev"]
-                    print(f"  {task}: {r[task]}", flush=True)
-            results.append(r)
-    summary = {}
-    for variant in args.variants.split(","):
-        rs = [r for r in results if r["variant"] == variant]
-        row = {"seeds": len(rs), "final_mlm_loss_mean": statistics.mean(r["final_mlm_loss"] for r in rs),
-               "train_seconds_mean": statistics.mean(r["train_seconds"] for r in rs),
-               "train_flops": rs[0]["train_flops"]}
-        for task, metric in (("sst2", "accuracy"), ("mrpc", "f1")):
-            vals = [r[task][metric] for r in rs if task in r]
-            if vals:
-                row[f"{task}_{metric}_mean"] = statistics.mean(vals)
-        summary[variant] = row
-    # Matched cost: the no-dropping run's held-out loss at the wall-clock time / FLOPs at which the
-    # dropping run of the same seed finished (linear interpolation on its evaluation curve).
-    for r in results:
-        base = next((b for b in results if b["variant"] == "none" and b["seed"] == r["seed"]), None)
-        if base is None or r["variant"] == "none":
-            continue
-        for key in ("seconds", "flops"):
-            r[f"baseline_loss_at_same_{key}"] = interpolate(base["curve"], key, r["curve"][-1][key])
-    for variant, row in summary.items():
-        rs = [r for r in results if r["variant"] == variant and "baseline_loss_at_same_flops" in r]
-        if rs:
-            row["baseline_loss_at_same_seconds_mean"] = statistics.mean(r["baseline_loss_at_same_seconds"] for r in rs)
-            row["baseline_loss_at_same_flops_mean"] = statistics.mean(r["baseline_loss_at_same_flops"] for r in rs)
-        if "none" in summary and variant != "none":
-            row["time_saving_vs_none"] = 1 - row["train_seconds_mean"] / summary["none"]["train_seconds_mean"]
-            row["flop_saving_vs_none"] = 1 - row["train_flops"] / summary["none"]["train_flops"]
-    report = {"settings": vars(args), "summary": summary, "runs": results}
-    from leanbert.io import atomic_write_json
+    unigram = unigram_reference(data, args)
+    train_counts = unigram.pop("train_counts")
+    print(f"held-out unigram entropy {unigram['heldout_unigram_entropy']:.3f} nats; a frequency-only model "
+          f"scores {unigram['train_unigram_ce_on_eval_targets']:.3f} on the held-out MLM targets", flush=True)
+    calib_path = work / "step_seconds.json"
+    step_seconds = json.loads(calib_path.read_text()) if calib_path.is_file() else None
+    runs: list[dict] = []
 
-    atomic_write_json(dest / "results.json", report)
-    plot(results, dest / "loss_vs_time.png", dest / "loss_vs_flops.png")
-    print(json.dumps(summary, indent=2))
+    def write() -> None:
+        report = {"settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
+                  "unigram": unigram, "step_seconds_calibrated": step_seconds,
+                  "summary": summarise(runs, unigram, step_seconds), "runs": runs,
+                  "complete": len(runs) == len(plan(args))}
+        atomic_write_json(dest / "results.json", report)
+        if runs:
+            plot(runs, dest, step_seconds)
+
+    for variant, seed in plan(args):
+        steps = args.steps
+        if variant == "none-matched":
+            ref = next((r for r in runs if r["variant"] == "token" and r["seed"] == seed), None)
+            none = next((r for r in runs if r["variant"] == "none" and r["seed"] == seed), None)
+            if ref is None or none is None:
+                continue
+            steps = round(ref["train_flops"] / none["flops_per_step"])
+        print(f"pretraining: {variant}, seed {seed}, {steps} steps", flush=True)
+        run = pretrain_run(args, data, work / f"pretrain-{variant}-seed{seed}", variant, seed, steps)
+        if VARIANTS[variant]["method"] != "none":
+            run["with_dropping"] = evaluate_with_dropping(args, data, run)
+        if VARIANTS[variant]["method"] == "token":
+            run["score_table"] = score_table_dump(run, train_counts, work / "tokenizer")
+        print(f"  held-out loss {run['final_mlm_loss']:.3f} (accuracy {run['final_mlm_accuracy']:.3f})"
+              + (f", with dropping {run['with_dropping']['mlm_loss']:.3f}" if "with_dropping" in run else ""), flush=True)
+        if not args.no_finetune:
+            run["glue"] = finetune_all(args, run, work)
+        runs.append(run)
+        write()
+    if args.calibrate:
+        step_seconds = calibrate(args, data, work, [v for v in ("none", "token", "random", "token-keepall") if v in args.variants])
+        step_seconds["none-matched"] = step_seconds["none"]
+        atomic_write_json(calib_path, step_seconds)
+    write()
+    print(json.dumps(summarise(runs, unigram, step_seconds), indent=2))
     return 0
 
 
