@@ -20,10 +20,11 @@ checkpoint is fine-tuned on SST-2, MRPC and CoLA (GLUE dev) for each learning ra
 ``--ft-lrs``. The criterion for the scale: no-dropping's held-out loss must end at least 1 nat
 below the unigram entropy of the held-out set (measured with the experiment's tokenizer).
 
-    python experiments/token_dropping/run.py                      # the whole experiment (~6-7 h on 2 cores)
-    python experiments/token_dropping/run.py --calibrate          # + interleaved step timing (quiet machine)
+    # the whole experiment: one worker per core (they share the work dir and take runs in turn)
+    python experiments/token_dropping/run.py --threads 1 & python experiments/token_dropping/run.py --threads 1
+    python experiments/token_dropping/run.py --calibrate          # then: interleaved step timing (quiet machine)
     python experiments/token_dropping/run.py --steps 20 --eval-every 10 --books 2 --layers 4 \\
-        --seeds 0 --ft-lrs 1e-4 --sst2-train 200 --quick          # smoke run (~3 min)
+        --seeds 0 --ft-lrs 1e-4 --sst2-train 200 --quick          # smoke run (a few minutes)
 
 Runs live under --work (default experiments/token_dropping/work, git-ignored); results.json
 is rewritten after every finished run (so results arrive while the experiment runs). Every
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -422,7 +422,7 @@ def plot(runs: list[dict], dest: Path, step_seconds: dict | None) -> None:
 
 
 def plan(args) -> list[tuple[str, int]]:
-    """Runs in the order they are trained: seed-major, so partial results stay balanced."""
+    """Runs in the order they are taken: seed-major, so partial results stay balanced."""
     order = []
     for seed in args.seeds:
         for variant in ("none", "token", "random", "none-matched", "token-keepall"):
@@ -433,21 +433,61 @@ def plan(args) -> list[tuple[str, int]]:
     return order
 
 
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(work: Path, name: str) -> bool:
+    """Take run ``name`` for this process (several workers share one work dir): an exclusive
+    claim file holding our pid; a claim whose process is gone is taken over."""
+    import os
+
+    claims = work / "claims"
+    claims.mkdir(exist_ok=True)
+    path = claims / name
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid():
+                return True
+            if owner and _alive(owner):
+                return False
+            path.unlink(missing_ok=True)  # stale: its worker died
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default=str(HERE / "work"))
     p.add_argument("--books", type=int, default=64)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--length", type=int, default=128)
-    p.add_argument("--layers", type=int, default=12)
+    p.add_argument("--layers", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--warmup", type=float, default=0.06, help="warm-up steps as a fraction of the run's steps")
     p.add_argument("--keep", type=float, default=0.5)
-    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--eval-batches", type=int, default=20)
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
     p.add_argument("--keepall-seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
@@ -456,28 +496,50 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ft-epochs", type=int, default=2)
     p.add_argument("--ft-length", type=int, default=64)
     p.add_argument("--sst2-train", type=int, default=6000)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (start one worker per core with --threads 1: faster in all)")
     p.add_argument("--no-finetune", action="store_true")
     p.add_argument("--calibrate", action="store_true", help="measure per-step times interleaved (run on a quiet machine)")
     p.add_argument("--quick", action="store_true", help="write results to the work dir, not next to this file")
     args = p.parse_args(argv)
     if not SHARED.is_dir():
         sys.exit(f"real data not found at {SHARED}")
+    import fcntl
+
     from leanbert.io import atomic_write_json
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     dest = work if args.quick else HERE
-    data = prepare_data(args, work)
-    unigram = unigram_reference(data, args)
+    with open(work / "prepare.lock", "w") as lock:  # one worker prepares, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = prepare_data(args, work)
+        unigram_path = work / "unigram.json"
+        if unigram_path.is_file():
+            unigram = json.loads(unigram_path.read_text())
+        else:
+            unigram = unigram_reference(data, args)
+            unigram["train_counts"] = unigram["train_counts"].tolist()
+            atomic_write_json(unigram_path, unigram)
     train_counts = unigram.pop("train_counts")
     print(f"held-out unigram entropy {unigram['heldout_unigram_entropy']:.3f} nats; a frequency-only model "
           f"scores {unigram['train_unigram_ce_on_eval_targets']:.3f} on the held-out MLM targets", flush=True)
     calib_path = work / "step_seconds.json"
-    step_seconds = json.loads(calib_path.read_text()) if calib_path.is_file() else None
-    runs: list[dict] = []
+    records = work / "records"
+    records.mkdir(exist_ok=True)
+
+    def finished() -> list[dict]:
+        runs = []
+        for variant, seed in plan(args):
+            path = records / f"{variant}-seed{seed}.json"
+            if path.is_file():
+                runs.append(json.loads(path.read_text()))
+        return runs
 
     def write() -> None:
-        report = {"settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
+        runs = finished()
+        step_seconds = json.loads(calib_path.read_text()) if calib_path.is_file() else None
+        report = {"settings": {k: v for k, v in vars(args).items() if k not in ("work", "threads")},
                   "unigram": unigram, "step_seconds_calibrated": step_seconds,
                   "summary": summarise(runs, unigram, step_seconds), "runs": runs,
                   "complete": len(runs) == len(plan(args))}
@@ -485,32 +547,52 @@ def main(argv: list[str] | None = None) -> int:
         if runs:
             plot(runs, dest, step_seconds)
 
-    for variant, seed in plan(args):
-        steps = args.steps
-        if variant == "none-matched":
-            ref = next((r for r in runs if r["variant"] == "token" and r["seed"] == seed), None)
-            none = next((r for r in runs if r["variant"] == "none" and r["seed"] == seed), None)
-            if ref is None or none is None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    while True:
+        done = {(r["variant"], r["seed"]) for r in finished()}
+        todo = [(v, s) for v, s in plan(args) if (v, s) not in done]
+        if not todo:
+            break
+        progressed = False
+        for variant, seed in todo:
+            name = f"{variant}-seed{seed}"
+            steps = args.steps
+            if variant == "none-matched":
+                runs = {(r["variant"], r["seed"]): r for r in finished()}
+                ref, none = runs.get(("token", seed)), runs.get(("none", seed))
+                if ref is None or none is None:
+                    continue  # waits for its token and none runs
+                steps = round(ref["train_flops"] / none["flops_per_step"])
+            if not claim(work, name):
                 continue
-            steps = round(ref["train_flops"] / none["flops_per_step"])
-        print(f"pretraining: {variant}, seed {seed}, {steps} steps", flush=True)
-        run = pretrain_run(args, data, work / f"pretrain-{variant}-seed{seed}", variant, seed, steps)
-        if VARIANTS[variant]["method"] != "none":
-            run["with_dropping"] = evaluate_with_dropping(args, data, run)
-        if VARIANTS[variant]["method"] == "token":
-            run["score_table"] = score_table_dump(run, train_counts, work / "tokenizer")
-        print(f"  held-out loss {run['final_mlm_loss']:.3f} (accuracy {run['final_mlm_accuracy']:.3f})"
-              + (f", with dropping {run['with_dropping']['mlm_loss']:.3f}" if "with_dropping" in run else ""), flush=True)
-        if not args.no_finetune:
-            run["glue"] = finetune_all(args, run, work)
-        runs.append(run)
-        write()
+            print(f"pretraining: {variant}, seed {seed}, {steps} steps", flush=True)
+            run = pretrain_run(args, data, work / f"pretrain-{name}", variant, seed, steps)
+            if VARIANTS[variant]["method"] != "none":
+                run["with_dropping"] = evaluate_with_dropping(args, data, run)
+            if VARIANTS[variant]["method"] == "token":
+                run["score_table"] = score_table_dump(run, train_counts, work / "tokenizer")
+            print(f"  held-out loss {run['final_mlm_loss']:.3f} (accuracy {run['final_mlm_accuracy']:.3f})"
+                  + (f", with dropping {run['with_dropping']['mlm_loss']:.3f}" if "with_dropping" in run else ""),
+                  flush=True)
+            if not args.no_finetune:
+                run["glue"] = finetune_all(args, run, work)
+            atomic_write_json(records / f"{name}.json", run)
+            write()
+            progressed = True
+            break
+        if not progressed:
+            time.sleep(30)  # the rest is claimed by other workers, or waits for their results
     if args.calibrate:
-        step_seconds = calibrate(args, data, work, [v for v in ("none", "token", "random", "token-keepall") if v in args.variants])
+        step_seconds = calibrate(args, data, work, [v for v in ("none", "token", "random", "token-keepall")
+                                                    if v in args.variants])
         step_seconds["none-matched"] = step_seconds["none"]
         atomic_write_json(calib_path, step_seconds)
     write()
-    print(json.dumps(summarise(runs, unigram, step_seconds), indent=2))
+    print(json.dumps(summarise(finished(), unigram, json.loads(calib_path.read_text()) if calib_path.is_file() else None),
+                     indent=2))
     return 0
 
 
