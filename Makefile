@@ -3,17 +3,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU wheel of this version is on the build machines' disk; a looser pin pulls a multi-GB CUDA build.
+# The CPU wheel of this version is on the build machines' disk (pip's find-links). Elsewhere pip
+# fetches torch $(TORCH_VERSION) from PyPI, which on Linux is the CUDA build (several GB of CUDA
+# libraries); for the CPU build: make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench-optimum-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet -e ".[test,hf,tensorboard,plots]"
 	touch $@
 
@@ -27,6 +30,16 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks experiments
+
+# The anchor of `leanbert bench inference`: transformers' model exported with optimum to ONNX Runtime
+# int8. optimum-onnx 0.1.0 needs transformers<4.58 (leanbert's venv has 5.x), so it gets a venv of its own.
+OPTIMUM_VENV ?= benchmarks/.venv-optimum
+bench-optimum-env: $(OPTIMUM_VENV)/.installed
+
+$(OPTIMUM_VENV)/.installed:
+	$(PYTHON) -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/python -m pip install --quiet "torch==$(TORCH_VERSION)" "optimum-onnx[onnxruntime]==0.1.0" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build dist src/*.egg-info

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=int, default=30522)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--target", type=float, default=1.15)
-    p.add_argument("--output", default=str(RESULTS))
+    p.add_argument("--output", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
     args = p.parse_args(argv)
 
     import leanbert

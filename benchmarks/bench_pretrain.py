@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=2, help="steps per candidate per round")
     p.add_argument("--vocab", type=int, default=30522)
-    p.add_argument("--output", default=str(RESULTS / "pretrain.json"))
+    p.add_argument("--output", type=Path, default=RESULTS / "pretrain.json", help="JSON output (default: %(default)s)")
     args = p.parse_args(argv)
     from leanbert.io import atomic_write_json
 

@@ -57,7 +57,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--target", type=float, default=0.9, help="required measured/FLOP saving quotient")
-    p.add_argument("--out", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
+    p.add_argument("--output", type=Path, default=RESULTS, help="JSON output (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -196,8 +196,8 @@ def main(argv: list[str]) -> int:
         "results": rows,
         "all_met": all(r["meets_target"] for r in rows),
     }
-    atomic_write_json(args.out, result)
-    print(f"wrote {args.out}")
+    atomic_write_json(args.output, result)
+    print(f"wrote {args.output}")
     return 0
 
 

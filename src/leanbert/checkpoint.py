@@ -310,20 +310,25 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path | None = None,
-                           overwrite: bool = False) -> Path:
+                           overwrite: bool = False, metadata: dict[str, Any] | None = None) -> Path:
     """Write a transformers ``save_pretrained`` directory (config.json + model.safetensors +
-    tokenizer files) that ``transformers.AutoModel*`` classes load. ``model`` may be a path.
-    An existing directory is replaced only when it is such an export (or empty), unless
-    ``overwrite``."""
+    tokenizer files + a model card README.md) that ``transformers.AutoModel*`` classes and
+    ``transformers.pipeline`` load. ``model`` may be a path. ``metadata`` (default: that of the
+    checkpoint the model was loaded from) gives the classifier's label names (``id2label``) and
+    the model card's data, recipe and metrics. An existing directory is replaced only when it is
+    such an export (or empty), unless ``overwrite``."""
     from safetensors.torch import save_file
 
-    from leanbert.hf import state_to_hf
+    from leanbert.hf import model_card, state_to_hf
 
     if isinstance(model, (str, Path)):
         model = from_pretrained(model)
     path = Path(path)
-    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else source_dir(model)
-    hf_cfg, state = state_to_hf(model)
+    source = source_dir(model)
+    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else source
+    if metadata is None:
+        metadata = _recorded_metadata(source)
+    hf_cfg, state = state_to_hf(model, labels=metadata.get("labels"))
     with atomic_directory(path, owned=checkpoint_file, overwrite=overwrite) as tmp:
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         copied = copy_tokenizer_files(tokenizer_dir, tmp)
@@ -331,5 +336,27 @@ def export_to_transformers(model, path: str | Path, *, tokenizer_dir: str | Path
             tok_cfg = {"tokenizer_class": "BertTokenizer", "do_lower_case": True,
                        "model_max_length": model.config.max_position_embeddings}
             (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(model, hf_cfg, metadata, str(source) if source else None, path.name),
+                                       encoding="utf-8")
         (tmp / CONFIG_NAME).write_text(json.dumps(hf_cfg, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def _recorded_metadata(source: Path | None) -> dict[str, Any]:
+    """What a source checkpoint records: a leanbert checkpoint's metadata; for a transformers
+    directory, its classifier's label names when they are not the LABEL_i defaults."""
+    if source is None:
+        return {}
+    cfg = _read_config(source)
+    if "leanbert_format" in cfg:
+        meta = cfg.get("metadata", {})
+        return meta if isinstance(meta, dict) else {}
+    id2label = cfg.get("id2label")
+    if isinstance(id2label, dict):
+        try:
+            names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+        except (TypeError, ValueError):
+            return {}
+        if names != [f"LABEL_{i}" for i in range(len(names))]:
+            return {"labels": names}
+    return {}

@@ -13,7 +13,12 @@ from collections.abc import Iterable
 
 
 class LeanbertError(Exception):
-    """A user-facing error: the message is one line naming the problem and the fix."""
+    """A user-facing error: the message is one line naming the problem and the fix.
+
+    ``exit_code`` is what the ``leanbert`` program exits with: 2 for usage and configuration
+    errors (the default), 1 for a run that failed (:class:`RunFailed`), 130 for an
+    interruption that saved a checkpoint (``train.engine.Interrupted``).
+    """
 
     exit_code = 2
 
@@ -32,6 +37,17 @@ class DataError(LeanbertError):
 
 class NotBuiltError(LeanbertError):
     """A pipeline stage that this version of leanbert does not implement yet."""
+
+
+class RunFailed(LeanbertError):
+    """A run that had started failed (it diverged, or bad data turned up mid-run): exit 1,
+    so that scripts can tell it from a usage or configuration error (exit 2)."""
+
+    exit_code = 1
+
+
+class BadDataMidRun(RunFailed, DataError):
+    """Data that read well at the start of a run turned out unreadable or malformed later."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

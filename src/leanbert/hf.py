@@ -13,7 +13,7 @@ without the base-model prefix (``bert.``), which transformers adds for models wi
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,8 +142,9 @@ def _modern_name(key: str) -> str:
     return key
 
 
-def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(transformers config.json dict, transformers state dict) for a leanbert model."""
+def state_to_hf(model: Any, labels: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(transformers config.json dict, transformers state dict) for a leanbert model.
+    ``labels``: the classifier's label names in output order (``id2label``; default LABEL_i)."""
     config = model.config
     adapter = adapter_for(config.model_type)
     heads = list(config.heads)
@@ -168,10 +169,72 @@ def state_to_hf(model: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     hf_cfg["architectures"] = [arch]
     if "classifier" in heads:
         n = 1 if config.problem_type == "regression" else config.num_labels
-        hf_cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
-        hf_cfg["label2id"] = {f"LABEL_{i}": i for i in range(n)}
+        names = [str(x) for x in labels] if labels and len(labels) == n and len(set(labels)) == n else \
+            [f"LABEL_{i}" for i in range(n)]
+        hf_cfg["id2label"] = {str(i): name for i, name in enumerate(names)}
+        hf_cfg["label2id"] = {name: i for i, name in enumerate(names)}
         hf_cfg["problem_type"] = config.problem_type
     return hf_cfg, out
+
+
+_PIPELINE_TAGS = {"ForSequenceClassification": "text-classification", "ForMaskedLM": "fill-mask",
+                  "ForPreTraining": "fill-mask", "ForQuestionAnswering": "question-answering"}
+
+
+def model_card(model: Any, hf_cfg: Mapping[str, Any], metadata: Mapping[str, Any], source: str | None,
+               name: str) -> str:
+    """The README.md of an exported checkpoint (a Hugging Face model card): the model, the data
+    and recipe it was trained with, and its metrics, as far as the leanbert checkpoint's
+    ``config.json`` metadata records them."""
+    from leanbert import __version__
+
+    config = model.config
+    arch = hf_cfg["architectures"][0]
+    tag = next((t for suffix, t in _PIPELINE_TAGS.items() if arch.endswith(suffix)), "feature-extraction")
+    lines = ["---", "library_name: transformers", f"pipeline_tag: {tag}", "tags:", "- leanbert",
+             f"- {config.model_type}", "---", "", f"# {name}", "",
+             f"Exported by leanbert {__version__}" + (f" from `{source}`." if source else "."), "", "## Model", "",
+             f"- transformers class: `{arch}` ({model.num_parameters() / 1e6:.2f} M parameters with heads)",
+             f"- {config.model_type}: {config.num_layers} layers, hidden size {config.hidden_size}, "
+             f"{config.num_heads} attention heads, FFN {config.intermediate_size}, vocabulary {config.vocab_size}, "
+             f"{config.max_position_embeddings} positions",
+             f"- heads: {', '.join(config.heads) or 'none (encoder only)'}"]
+    if "id2label" in hf_cfg:
+        lines.append(f"- labels (id2label): {', '.join(f'{i} = {n}' for i, n in hf_cfg['id2label'].items())}")
+    lines += ["", "## Data", ""]
+    task = metadata.get("task")
+    if task:
+        lines.append(f"- task: {task}")
+    if metadata.get("data"):
+        lines.append(f"- fine-tuning data: `{metadata['data']}`")
+    if metadata.get("tokens_seen"):
+        lines.append(f"- pretraining: {metadata.get('pretrain_steps')} steps, {metadata['tokens_seen']:,} tokens")
+    if lines[-1] == "":
+        lines.append("Not recorded in the checkpoint.")
+    lines += ["", "## Recipe", ""]
+    recipe = metadata.get("finetune") or {}
+    if metadata.get("base_model"):
+        lines.append(f"- fine-tuned from `{metadata['base_model']}` with leanbert (BERT's recipe: AdamW, "
+                     "linear warm-up and decay)" + (f", best epoch {metadata['epoch']}" if "epoch" in metadata else ""))
+    keys = ("epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "max_seq_length", "precision", "seed")
+    if recipe:
+        lines.append("- " + ", ".join(f"{k} {recipe[k]}" for k in keys if k in recipe))
+    if metadata.get("token_dropping"):
+        lines.append(f"- pretrained with token dropping: {metadata['token_dropping']}")
+    if metadata.get("distilled_from"):
+        lines.append(f"- distilled from `{metadata['distilled_from']}` ({metadata.get('strategy')} knowledge transfer)")
+    if lines[-1] == "":
+        lines.append("Not recorded in the checkpoint.")
+    lines += ["", "## Metrics", ""]
+    metrics = metadata.get("metrics") or {}
+    rows = [(split, name, value) for split, ms in metrics.items() if isinstance(ms, Mapping)
+            for name, value in ms.items() if isinstance(value, (int, float))]
+    if rows:
+        lines += ["| split | metric | value |", "|---|---|---|"]
+        lines += [f"| {split} | {name} | {value:.4f} |" for split, name, value in rows]
+    else:
+        lines.append("Not recorded in the checkpoint.")
+    return "\n".join(lines) + "\n"
 
 
 def linear_keys(m: dict[str, list[str]], lb: str, hf: str) -> None:
@@ -234,8 +297,8 @@ _SHARED_FIELDS = {
     "initializer_range": "initializer_range",
 }
 _ACT_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                "relu": "relu", "silu": "silu", "swish": "silu"}
-_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "silu": "silu"}
+                "relu": "relu", "relu6": "relu6", "silu": "silu", "swish": "silu"}
+_ACT_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu", "relu6": "relu6", "silu": "silu"}
 
 
 def shared_config_from_hf(cfg: dict[str, Any], config_cls: Any) -> dict[str, Any]:

@@ -2,7 +2,17 @@
 
 One sub-command per pipeline stage (SPEC Sec. 4). Each stage lives in its own module in this
 package with two functions: ``register(subparsers)`` adds its parser, and the parser's
-``func`` default runs it. This file is the only place that turns exceptions into exit codes.
+``func`` default runs it. This file is the only place that turns exceptions into exit codes:
+
+- 0: success;
+- 2: a usage or configuration error, bad input found before the work started, a file-system
+  refusal (argparse's own usage errors exit 2 too);
+- 1: a run that failed after it started (``errors.RunFailed``: the loss diverged, bad data
+  turned up mid-run) or an unexpected internal error;
+- 130: interrupted. Training commands catch the first SIGINT / SIGTERM, save a checkpoint
+  and exit 130 (``train.engine.Interrupted``); a second signal during training stops at once
+  without saving, and Ctrl-C anywhere else stops, both also with 130 (the last checkpoint,
+  if any, still resumes).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ STAGES = [
     "distill",
     "finetune",
     "evaluate",
+    "predict",
     "score",
     "export",
     "info",

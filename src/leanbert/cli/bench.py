@@ -2,7 +2,8 @@
 
 Each ``benchmarks/bench_NAME.py`` compares leanbert against a reference implementation in
 the same run (ratios, not absolute seconds), prints a table and writes JSON to
-``benchmarks/results/``. It exposes ``main(argv: list[str]) -> int``.
+``--output PATH`` (every benchmark takes that flag; default: a file in ``benchmarks/results/``).
+It exposes ``main(argv: list[str]) -> int``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def register(sub) -> None:
         "bench",
         help="speed benchmarks against reference implementations",
         description="Run benchmarks/bench_NAME.py; extra arguments go to the benchmark "
-        "(try 'leanbert bench NAME --help').",
+        "(try 'leanbert bench NAME --help'). Every benchmark prints a table and writes JSON to "
+        "--output PATH (default: a file in benchmarks/results/).",
     )
     p.add_argument("name", nargs="?", help="benchmark name (omit to list them)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")

@@ -37,7 +37,6 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")
 _BLOCK_BYTES = 1 << 22  # text is read in 4 MiB blocks cut at line ends: bounded memory
 _MAX_DOCUMENT_CHARS = 1 << 24
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v\u00a0]*\n\s*")
-_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,10 @@ def _decoded_blocks(path: Path, errors: str) -> Iterator[str]:
 
 
 def _clean(doc: str) -> str:
-    return _SPACES.sub(" ", doc).strip()
+    r"""White space runs collapsed to one space, ends stripped: the same as
+    ``re.sub(r"\s+", " ", doc).strip()`` (``str.split`` and ``\s`` agree on every code point),
+    about three times faster."""
+    return " ".join(doc.split())
 
 
 def _text_documents(path: Path, errors: str) -> Iterator[str]:

@@ -1,5 +1,7 @@
-"""``leanbert data prepare``: tokenise a corpus in worker processes and pack fixed-length
-examples into memory-mapped shards with a JSON manifest.
+"""``leanbert data prepare``: tokenise a corpus (in process, reading, tokenising and
+flattening overlapped in three threads; or in worker processes) and pack fixed-length examples
+into memory-mapped shards with a JSON manifest, at the speed of the tokenizer
+(``benchmarks/bench_data.py`` compares it with plain ``tokenizers`` ``encode_batch``).
 
 Two packing modes:
 
@@ -45,6 +47,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -64,6 +67,7 @@ from leanbert.data.tokenizer import (
     save_tokenizer,
     special_token_ids,
     tokenizer_hash,
+    without_padding,
 )
 from leanbert.errors import DataError
 from leanbert.io import atomic_directory, atomic_write_json, check_output_dir, remove_temporaries
@@ -129,22 +133,92 @@ def _worker_init(tokenizer_json: str) -> None:
     _WORKER_TOKENIZER = Tokenizer.from_str(tokenizer_json)
 
 
-def tokenize_documents(tok, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split documents into sentences and tokenise them (no special tokens).
-
-    Returns (ids uint32 [T], tokens per sentence int32 [N], sentences per document int32 [D]);
-    empty sentences and documents are dropped.
-    """
+def segment_documents(docs: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The sentences of ``docs`` in order, and how many each document has."""
     sentences: list[str] = []
     per_doc: list[int] = []
     for doc in docs:
         s = split_sentences(doc)
         sentences.extend(s)
         per_doc.append(len(s))
+    return sentences, per_doc
+
+
+# Punctuation characters tried as sentence markers (:func:`sentence_markers`).
+_MARKERS = "\u00b6\u00a7\u2021\u2016\u2020"  # pilcrow, section, double dagger, double bar, dagger
+
+
+def sentence_markers(tok) -> list[tuple[str, int]]:
+    """``(character, id)`` pairs that let a whole document be encoded in one piece while its
+    sentence boundaries stay known; empty when sentences must be encoded one by one.
+
+    With BERT's normaliser and pre-tokeniser, tokenisation is local to the words between white
+    space and punctuation, so ``encode(" \u00b6 ".join(sentences))`` is the concatenation of the
+    sentences' own encodings with the pilcrow's id between them, and one piece per document
+    costs about a tenth less than one per sentence. A marker must be a single token of the
+    vocabulary, and absent from the chunk's text (:func:`_encode` takes the first that is)."""
+    pre, norm = tok.pre_tokenizer, tok.normalizer
+    if type(pre).__name__ != "BertPreTokenizer" or (norm is not None and type(norm).__name__ != "BertNormalizer"):
+        return []
+    b = tok.encode("b", add_special_tokens=False).ids
+    out = []
+    for c in _MARKERS:
+        mid = tok.token_to_id(c)
+        if mid is not None and tok.encode(f"a{c}b", add_special_tokens=False).ids[1:] == [mid, *b]:
+            out.append((c, mid))
+    return out
+
+
+@dataclass
+class _Encoded:
+    """One chunk's encodings: one per sentence, or one per document (sentences joined by the
+    marker ``marker_id``, documents without sentences left out)."""
+
+    encodings: list
+    marker_id: int | None = None
+
+
+def _encode(tok, sentences: Sequence[str], per_doc: Sequence[int]) -> _Encoded:
+    """One ``encode_batch`` call on a chunk (the tokenizer's own Rust threads, the GIL released;
+    ``encode_batch_fast``: no character offsets)."""
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
-    encs = encode(sentences, add_special_tokens=False) if sentences else []
-    lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int32, count=len(encs))
-    ids = np.fromiter((i for e in encs for i in e.ids), dtype=np.uint32, count=int(lengths.sum()))
+    if not sentences:
+        return _Encoded([])
+    marker = next(((c, mid) for c, mid in sentence_markers(tok) if not any(c in x for x in sentences)), None)
+    if marker is not None:
+        joiner = f" {marker[0]} "
+        docs, k = [], 0
+        for n in per_doc:
+            if n:
+                docs.append(joiner.join(sentences[k:k + n]))
+                k += n
+        return _Encoded(encode(docs, add_special_tokens=False), marker[1])
+    return _Encoded(encode(sentences, add_special_tokens=False))
+
+
+def flatten_encodings(encoded: _Encoded, per_doc: Sequence[int], tok=None,
+                      sentences: Sequence[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, tokens per sentence and sentences per document of a chunk's encodings without
+    a Python loop per token: ``len(encoding)`` needs no list, and the ids stream through
+    ``itertools.chain`` into one numpy array; with a sentence marker the boundaries are where
+    its id is (a document end counts as one)."""
+    encs = encoded.encodings
+    if encoded.marker_id is None:
+        lengths = np.fromiter(map(len, encs), dtype=np.int32, count=len(encs))
+        ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encs), dtype=np.uint32,
+                          count=int(lengths.sum()))
+    else:
+        mid = encoded.marker_id
+        end = (mid,)
+        total = sum(map(len, encs)) + len(encs)
+        marked = np.fromiter(itertools.chain.from_iterable(x for e in encs for x in (e.ids, end)), dtype=np.uint32,
+                             count=total)
+        is_marker = marked == mid
+        bounds = np.flatnonzero(is_marker)
+        if len(bounds) != sum(per_doc):  # cannot happen with the checks of _encode; stay exact anyway
+            return flatten_encodings(_Encoded(tok.encode_batch(list(sentences), add_special_tokens=False)), per_doc)
+        lengths = (np.diff(bounds, prepend=-1) - 1).astype(np.int32)
+        ids = marked[~is_marker]
     # Drop empty sentences, then empty documents.
     doc_of_sentence = np.repeat(np.arange(len(per_doc)), per_doc)
     keep = lengths > 0
@@ -152,8 +226,69 @@ def tokenize_documents(tok, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray
     return ids, lengths[keep], n_per_doc[n_per_doc > 0]
 
 
+def encode_sentences(tok, sentences: Sequence[str], per_doc: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tokenise sentences (no special tokens): :func:`_encode` then :func:`flatten_encodings`.
+    Returns (ids uint32 [T], tokens per sentence int32 [N], sentences per document int32 [D]);
+    empty sentences and documents are dropped."""
+    return flatten_encodings(_encode(tok, sentences, per_doc), per_doc, tok, sentences)
+
+
+def tokenize_documents(tok, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split documents into sentences and tokenise them (no special tokens).
+
+    Returns (ids uint32 [T], tokens per sentence int32 [N], sentences per document int32 [D]);
+    empty sentences and documents are dropped.
+    """
+    return encode_sentences(tok, *segment_documents(docs))
+
+
 def _tokenize_task(docs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tokenize_documents(_WORKER_TOKENIZER, docs)
+
+
+def _in_background(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread, ``depth`` ahead, so that the Python stages of
+    in-process tokenisation (reading and sentence splitting, flattening the encodings) run while
+    ``encode_batch`` (Rust, GIL released) works. Errors reach the consumer; a consumer that
+    stops early stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # hand the error to the consumer
+            put(e)
+
+    thread = threading.Thread(target=work, daemon=True, name="leanbert-reader")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
@@ -243,6 +378,14 @@ class _CacheWriter:
         return meta
 
 
+# Up to this many cores, tokenising in process (a reading thread, an encoding thread with the
+# tokenizer's Rust threads, this one flattening) keeps every core busy, and worker processes only
+# add the cost of shipping text: measured on 2 cores, in process 0.84-1.03x plain encode_batch,
+# 2 workers 0.73-0.74x (benchmarks/bench_data.py). The measure below cannot tell a busy machine
+# (load from other programs) from a tokenizer that leaves cores idle, so it is not trusted there.
+_IN_PROCESS_CORES = 2
+
+
 def auto_workers(sources: Sequence[Source | Path], tok, cfg: PrepareConfig | None = None, *,
                  cores: int | None = None, probe_chars: int = 1_000_000) -> int:
     """How many worker processes pay for tokenising on this machine, measured, not guessed
@@ -251,13 +394,12 @@ def auto_workers(sources: Sequence[Source | Path], tok, cfg: PrepareConfig | Non
     Tokenises the first ``probe_chars`` characters in this process and compares CPU time with
     wall time: ``busy = cpu / wall`` is how many cores the in-process path (the tokenizer's own
     Rust threads) already keeps busy. Worker processes only pay for the cores it leaves idle:
-    ``cores // busy`` workers, or 0 (in process) when that is one or less. On a 2-core machine
-    the tokenizer keeps both cores busy, and workers only compete with it (measured: 3.87 MB/s in
-    process against 2.70 MB/s with two workers)."""
+    ``cores // busy`` workers, or 0 (in process) when that is one or less; always 0 on two cores
+    or fewer (``_IN_PROCESS_CORES``)."""
     import os
 
     cores = cores or os.cpu_count() or 1
-    if cores <= 1 or not sources:
+    if cores <= _IN_PROCESS_CORES or not sources:
         return 0
     cfg = cfg or PrepareConfig()
     source = sources[0] if isinstance(sources[0], Source) else find_sources([sources[0]])[0]
@@ -298,7 +440,9 @@ def tokenize_sources(
 
     ``workers`` > 0 runs that many spawned processes (bounded queue of tasks, results taken
     in submission order, so the output does not depend on the number of workers); 0 runs in
-    this process; None measures which pays (:func:`auto_workers`).
+    this process, where a background thread reads and splits the next chunk while
+    ``encode_batch`` works on this one; None measures which pays, on the first chunk, which is
+    kept (:func:`auto_workers` explains the measure).
     """
     from tqdm.auto import tqdm
 
@@ -309,32 +453,56 @@ def tokenize_sources(
     todo = [i for i, d in enumerate(dirs) if not (d / "meta.json").is_file()]
     if not todo:
         return dirs
-    if workers is None:
-        workers = auto_workers([sources[i] for i in todo], tok, cfg)
     total = sum(sources[i].path.stat().st_size for i in todo if sources[i].path.is_file())
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="tokenising", disable=not progress)
-
     pool = None
-    if workers > 0:
+    measure = workers is None
+    if measure and (os.cpu_count() or 1) <= _IN_PROCESS_CORES:
+        workers, measure = 0, False
+
+    def start_pool(n: int):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         # spawn, not fork: safe with threads (tokenizers' own pool, torch) in the parent; a
         # worker that dies makes the executor raise instead of hanging.
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(tok.to_str(),))
+        return ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                   initargs=(tok.to_str(),))
+
+    def segmented(chunks: Iterator[list[str]]) -> Iterator[tuple[list[str], list[int], int]]:
+        for docs in chunks:
+            yield (*segment_documents(docs), sum(len(d) for d in docs))
+
     try:
+        if workers:
+            pool = start_pool(workers)
         for i in todo:
             with atomic_directory(dirs[i]) as tmp:
                 writer = _CacheWriter(tmp, dtype, sources[i], shas[i])
                 with writer:
+                    chunks = _chunks(sources[i], cfg)
+                    if measure:  # the first chunk, in process, decides (and is kept)
+                        first = next(chunks, None)
+                        if first is not None:
+                            t0, c0 = time.perf_counter(), time.process_time()
+                            writer.add(*tokenize_documents(tok, first))
+                            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                            bar.update(sum(len(d) for d in first))
+                            workers = 0 if wall < 0.05 else workers_for(cpu / wall, os.cpu_count() or 1)
+                            measure = False
+                            if workers:
+                                pool = start_pool(workers)
                     if pool is None:
-                        for docs in _chunks(sources[i], cfg):
-                            writer.add(*tokenize_documents(tok, docs))
-                            bar.update(sum(len(d) for d in docs))
+                        # Three stages at once: a thread reads and splits chunk k+2 (Python), one
+                        # encodes chunk k+1 (Rust, GIL released), this one flattens chunk k.
+                        encoded = _in_background((_encode(tok, sentences, per_doc), sentences, per_doc, n)
+                                                 for sentences, per_doc, n in _in_background(segmented(chunks)))
+                        for encs, sentences, per_doc, n in encoded:
+                            writer.add(*flatten_encodings(encs, per_doc, tok, sentences))
+                            bar.update(n)
                     else:
                         pending: collections.deque = collections.deque()
-                        for docs in _chunks(sources[i], cfg):
+                        for docs in chunks:
                             pending.append((pool.submit(_tokenize_task, docs), sum(len(d) for d in docs)))
                             while len(pending) > 2 * workers:  # bounded memory: back-pressure on the reader
                                 res, n = pending.popleft()
@@ -380,17 +548,17 @@ class _ExampleWriter:
 
 
 def _pack_stream(files: list[TokenizedFile], docs: list[np.ndarray], seq_length: int,
-                 ids: dict[str, int], writer: _ExampleWriter) -> None:
-    """``packed`` mode: documents (each followed by [SEP]) cut into full-length examples."""
+                 ids: dict[str, int], writer: _ExampleWriter, block: int = 1 << 20) -> None:
+    """``packed`` mode: documents (each followed by [SEP]) cut into full-length examples.
+
+    Vectorised: the token stream of a block of documents (about ``block`` tokens) is one fancy
+    index into the file's memory-mapped ids, with the [SEP] slots written afterwards; examples
+    are cut from the stream with a reshape. No Python loop per document or per token."""
     body = seq_length - 2
     cls_id, sep_id = ids["[CLS]"], ids["[SEP]"]
     carry = np.zeros(0, np.int64)
-    group: list[np.ndarray] = [carry]
-    pending = 0
-    sep = np.array([sep_id], np.int64)
 
-    def flush(final: bool) -> np.ndarray:
-        stream = np.concatenate(group)
+    def emit(stream: np.ndarray, final: bool) -> np.ndarray:
         n = len(stream) // body
         if n:
             rows = np.empty((n, seq_length), np.int64)
@@ -407,14 +575,25 @@ def _pack_stream(files: list[TokenizedFile], docs: list[np.ndarray], seq_length:
         return rest
 
     for f, doc_ids in zip(files, docs, strict=True):
-        for d in doc_ids:
-            group.append(f.doc_tokens(int(d)))
-            group.append(sep)
-            pending += len(group[-2]) + 1
-            if pending >= 1 << 20:  # bounded memory
-                carry = flush(final=False)
-                group, pending = [carry], len(carry)
-    flush(final=True)
+        if not len(doc_ids):
+            continue
+        starts = f.tok_off[f.doc_off[doc_ids]]
+        lengths = f.tok_off[f.doc_off[doc_ids + 1]] - starts
+        source = np.asarray(f.ids)
+        # blocks of documents of about `block` tokens: bounded memory
+        cuts = np.searchsorted(np.cumsum(lengths), np.arange(block, int(lengths.sum()) + block, block), "right")
+        for lo, hi in zip(np.concatenate([[0], cuts[:-1]]), cuts, strict=True):
+            if hi <= lo:
+                continue
+            size = lengths[lo:hi] + 1  # the document's tokens, then its [SEP]
+            out_start = np.cumsum(size) - size
+            index = np.repeat(starts[lo:hi] - out_start, size) + np.arange(int(size.sum()))
+            sep_slots = out_start + size - 1
+            index[sep_slots] = 0  # (a valid index; overwritten below)
+            stream = source[index].astype(np.int64)
+            stream[sep_slots] = sep_id
+            carry = emit(np.concatenate([carry, stream]), final=False)
+    emit(carry, final=True)
 
 
 def _truncate_pair(a: np.ndarray, b: np.ndarray, max_tokens: int, rng: np.random.Generator):
@@ -621,6 +800,7 @@ def prepare(
         raise DataError(f"workers must be 0 (in this process) or a positive number, got {workers}")
     sources = find_sources(corpus)
     tok = tokenizer if hasattr(tokenizer, "encode_batch") else resolve_tokenizer(tokenizer)
+    tok = without_padding(tok)  # a tokenizer.json that pads or truncates would corrupt the stream
     special = special_token_ids(tok)
     tok_hash = tokenizer_hash(tok)
     vocab_size = tok.get_vocab_size()

@@ -213,6 +213,20 @@ def save_tokenizer(tok, directory: str | Path) -> Path:
     return directory
 
 
+def without_padding(tok):
+    """``tok`` itself, or a copy with padding and truncation turned off when its
+    ``tokenizer.json`` enables them (all-MiniLM-L6-v2's pads and truncates to 128 tokens): data
+    preparation tokenises whole sentences, which must never be padded or cut."""
+    if getattr(tok, "padding", None) is None and getattr(tok, "truncation", None) is None:
+        return tok
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(tok.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    return plain
+
+
 def tokenizer_hash(tok) -> str:
     """sha256 of the tokenizer's canonical JSON (vocabulary *and* normaliser settings)."""
     import hashlib

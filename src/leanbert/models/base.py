@@ -24,8 +24,8 @@ the encoder calls it around every layer and knows nothing about why.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,14 @@ class EncoderConfigBase(StrictConfig):
         "single_label_classification"
     )
     classifier_dropout: Probability | None = None
+    # transformers.Trainer leaves these outputs out of its evaluation predictions (its
+    # PretrainedConfig convention; a list, as Trainer adds one), so that they hold the logits only.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "last_hidden_state", "pooled_output", "hidden_states", "attention_scores", "attention_probs",
+        "mlm_loss", "nsp_loss", "task_loss", "mlm_token_loss", "mlm_label_ids"]
+    # transformers.Trainer sets config.use_cache (a decoder's KV cache; encoders have none):
+    # accepted, never saved.
+    use_cache: bool = Field(False, exclude=True)
 
     @field_validator("heads")
     @classmethod
@@ -102,33 +110,75 @@ class EncoderOutput:
     attention_probs: list[torch.Tensor] | None = None
 
 
-@dataclass
-class ModelOutput:
+@dataclass(eq=False)
+class ModelOutput(dict):
     """What ``model(input_ids, ...)`` returns. Fields are None when not computed.
 
     ``mlm_logits`` is [B, S, V] at inference (no labels). With MLM labels it holds only the
     predicted positions: [M, V] for full-length labels, [B, P, V] for compact positions.
     ``mlm_token_loss`` / ``mlm_label_ids`` are the per-prediction losses and their original
     token ids (-100 for padding slots), which token dropping uses to score tokens.
+
+    It also reads like transformers' ``ModelOutput`` (a dict of the fields that are not None,
+    in field order): ``out.loss``, ``out["loss"]``, ``out[0]`` (the first field that is set:
+    the loss when labels were given, else the task's logits, else ``last_hidden_state``),
+    ``out.to_tuple()``, ``out.keys()``; ``transformers.Trainer`` reads ``out["loss"]``.
+    ``extras`` (side outputs such as ``embedding_output``) is an attribute only, not a key.
     """
 
-    last_hidden_state: torch.Tensor
-    pooled_output: torch.Tensor | None = None
     loss: torch.Tensor | None = None
-    mlm_loss: torch.Tensor | None = None
-    mlm_logits: torch.Tensor | None = None
-    mlm_token_loss: torch.Tensor | None = None
-    mlm_label_ids: torch.Tensor | None = None
-    nsp_loss: torch.Tensor | None = None
-    nsp_logits: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    task_loss: torch.Tensor | None = None
     start_logits: torch.Tensor | None = None
     end_logits: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    nsp_logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    pooled_output: torch.Tensor | None = None
     hidden_states: list[torch.Tensor] | None = None
     attention_scores: list[torch.Tensor] | None = None
     attention_probs: list[torch.Tensor] | None = None
+    mlm_loss: torch.Tensor | None = None
+    nsp_loss: torch.Tensor | None = None
+    task_loss: torch.Tensor | None = None
+    mlm_token_loss: torch.Tensor | None = None
+    mlm_label_ids: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        order = _OUTPUT_KEYS.get(name)
+        if order is None:  # extras, or a non-field attribute
+            return
+        if value is None:
+            dict.pop(self, name, None)
+        elif name in self or not self or _OUTPUT_KEYS[next(reversed(self))] < order:
+            dict.__setitem__(self, name, value)  # already a key, or it goes last: order kept
+        else:  # a field set after later ones: rebuild so that the keys stay in field order
+            present = {k: getattr(self, k) for k in _OUTPUT_KEYS if k in self or k == name}
+            dict.clear(self)
+            dict.update(self, present)
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, str):
+            return dict.__getitem__(self, key)
+        return self.to_tuple()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in _OUTPUT_KEYS:
+            raise KeyError(f"{key!r} is not a field of ModelOutput ({', '.join(_OUTPUT_KEYS)})")
+        setattr(self, key, value)
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a ModelOutput's keys follow its fields: set or clear a field instead (out.loss = None)")
+
+    __delitem__ = pop = popitem = setdefault = update = clear = _immutable
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The values that are not None, in field order (transformers' ``to_tuple``)."""
+        return tuple(dict.values(self))
+
+
+_OUTPUT_KEYS = {f.name: i for i, f in enumerate(fields(ModelOutput)) if f.name != "extras"}
 
 
 class LayerRouter(Protocol):
@@ -236,18 +286,33 @@ def run_layers(
     output_hidden_states: bool,
     output_attentions: bool,
     packing: Packing | None = None,
+    checkpointed: bool = False,
 ) -> tuple[torch.Tensor, list | None, list | None, list | None]:
     """The layer loop shared by encoder families, with the router hook around each layer
-    (``packing``: the layers run on packed real tokens, see :class:`Packing`)."""
+    (``packing``: the layers run on packed real tokens, see :class:`Packing`).
+
+    ``checkpointed``: activation (gradient) checkpointing per layer (Chen et al. 2016,
+    "Training Deep Nets with Sublinear Memory Cost", Sec. 3): each layer keeps only its input
+    for the backward pass and recomputes its activations there (non-reentrant
+    ``torch.utils.checkpoint``, which replays the RNG state, so dropout masks and gradients are
+    the same). Taken only while gradients are recorded. The router runs outside the
+    checkpointed call, so token dropping routes exactly as without it."""
     all_hidden = [] if output_hidden_states else None
     all_scores = [] if output_attentions else None
     all_probs = [] if output_attentions else None
     packed = {} if packing is None else {"packing": packing}
+    recompute = checkpointed and torch.is_grad_enabled()
+    if recompute:
+        from torch.utils.checkpoint import checkpoint
     for i, layer in enumerate(layers):
         query_index = None
         if router is not None:
             hidden, key_mask, query_index = router.before_layer(i, hidden, key_mask)
-        out = layer(hidden, key_mask, query_index, output_attentions, **packed)
+        if recompute:
+            out = checkpoint(layer, hidden, key_mask, query_index, output_attentions, use_reentrant=False,
+                             **packed)
+        else:
+            out = layer(hidden, key_mask, query_index, output_attentions, **packed)
         hidden = out.hidden
         if router is not None:
             hidden = router.after_layer(i, hidden)
@@ -271,6 +336,8 @@ class EncoderBase(nn.Module):
     layers: nn.ModuleList
     pooler: nn.Module | None
     supports_packing = False
+    # Set by set_activation_checkpointing (a training setting applied to a built model, not config).
+    activation_checkpointing = False
 
     @property
     def hidden_size(self) -> int:
@@ -297,9 +364,22 @@ class EncoderBase(nn.Module):
             packing = Packing.of(attention_mask)
         hidden, all_hidden, scores, probs = run_layers(
             self.layers, emb if packing is None else packing.pack(emb), key_padding_mask(attention_mask), router,
-            output_hidden_states, output_attentions, packing,
+            output_hidden_states, output_attentions, packing, self.activation_checkpointing,
         )
         if packing is not None:
             hidden = packing.unpack(hidden)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return EncoderOutput(hidden, pooled, emb if output_hidden_states else None, all_hidden, scores, probs)
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Turn per-layer activation checkpointing on (or off) in every leanbert encoder inside
+    ``model`` (see :func:`run_layers`); returns how many encoders it changed. Memory for the
+    layers' activations falls from O(L) layers' worth to one layer's plus the L layer inputs,
+    for about one extra forward pass of compute."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, EncoderBase):
+            module.activation_checkpointing = bool(enabled)
+            count += 1
+    return count

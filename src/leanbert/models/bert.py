@@ -35,7 +35,8 @@ from leanbert.models.base import (
     linear_slice,
 )
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu"]
+# relu6: MobileBERT's quantization-aware training (the authors' *_OPT_QAT.json config; leanbert.deploy.qat)
+Activation = Literal["gelu", "gelu_tanh", "relu", "relu6", "silu"]
 
 
 class BertConfig(EncoderConfigBase):
@@ -73,6 +74,8 @@ def activation(name: str):
         return lambda x: F.gelu(x, approximate="tanh")
     if name == "relu":
         return F.relu
+    if name == "relu6":
+        return F.relu6
     if name == "silu":
         return F.silu
     raise ValueError(f"unknown activation {name}")

@@ -6,9 +6,20 @@ follows one contract for every family::
     out = model(input_ids, attention_mask=None, token_type_ids=None, labels=None)
     out.last_hidden_state            # [B, S, H]
     out.mlm_logits                   # [B, S, V] without labels (if the model has an MLM head)
-    out.loss                         # with MLM labels (-100 = ignore)
+    out.loss                         # with labels: the loss of the model's task head
+    out["loss"], out[0], out.to_tuple(), out.keys()   # as transformers' ModelOutput
 
-With labels, MLM logits are computed only where they are needed: at the positions whose
+``labels`` trains whichever task head the model has, as in transformers' ``*ForSequence
+Classification`` / ``*ForMaskedLM`` / ``*ForPreTraining`` classes: the classifier (class ids,
+or float targets for regression) if there is one, else the MLM head (-100 = ignore). MLM labels
+also have their own name, ``mlm_labels`` (a model with an MLM head *and* a classifier takes
+them there); span QA takes ``start_positions`` / ``end_positions``; ``next_sentence_label``
+the NSP head. ``task_labels`` is the classifier's own name for ``labels``.
+
+``model.save_pretrained(dir)`` and ``LeanbertModel.from_pretrained(dir)`` are the methods
+for :func:`leanbert.save_pretrained` and :func:`leanbert.from_pretrained`.
+
+With MLM labels, MLM logits are computed only where they are needed: at the positions whose
 label is not -100 (full-length labels), or at ``mlm_positions`` [B, P] with labels [B, P]
 (the compact list the masking collator makes). This is the main saving of the MLM head
 during pretraining: V = 30522 columns for ~15% of the tokens instead of all of them.
@@ -19,6 +30,9 @@ predicted positions. The losses themselves are in :mod:`leanbert.losses`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -89,6 +103,7 @@ class LeanbertModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         *,
+        mlm_labels: torch.Tensor | None = None,
         mlm_positions: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
         task_labels: torch.Tensor | None = None,
@@ -99,7 +114,9 @@ class LeanbertModel(nn.Module):
         output_attentions: bool = False,
         packed: bool = False,
     ) -> ModelOutput:
-        if labels is not None and mlm_positions is not None and mlm_positions.shape != labels.shape:
+        if labels is not None:
+            mlm_labels, task_labels = self._route_labels(labels, mlm_labels, task_labels)
+        if mlm_labels is not None and mlm_positions is not None and mlm_positions.shape != mlm_labels.shape:
             raise ValueError("mlm_positions and labels must have the same shape [batch, predictions]")
         enc = self.encoder(
             input_ids,
@@ -123,13 +140,13 @@ class LeanbertModel(nn.Module):
             out.extras["embedding_output"] = enc.embedding_output
         terms = []
         if self.mlm is not None:
-            if labels is None:
+            if mlm_labels is None:
                 hidden = last if mlm_positions is None else gather_positions(last, mlm_positions)
                 out.mlm_logits = self.mlm(hidden, self.mlm_decoder_weight())
             else:
-                self._mlm_loss(out, last, labels, mlm_positions)
+                self._mlm_loss(out, last, mlm_labels, mlm_positions)
                 terms.append(out.mlm_loss)
-        elif labels is not None:
+        elif mlm_labels is not None:
             raise ValueError("MLM labels were given but this model has no MLM head")
         if self.nsp is not None:
             out.nsp_logits = self.nsp(pooled)
@@ -151,6 +168,38 @@ class LeanbertModel(nn.Module):
         if terms:
             out.loss = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
         return out
+
+    def _route_labels(self, labels: torch.Tensor, mlm_labels: torch.Tensor | None,
+                      task_labels: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(mlm_labels, task_labels) once ``labels`` went to the model's task head."""
+        if self.classifier is not None:
+            if task_labels is not None:
+                raise ValueError("give the classifier's labels once: labels= or task_labels=, not both")
+            return mlm_labels, labels
+        if self.mlm is not None:
+            if mlm_labels is not None:
+                raise ValueError("give the MLM labels once: labels= or mlm_labels=, not both")
+            return labels, task_labels
+        if self.span_qa is not None:
+            raise ValueError("a span-QA model trains on start_positions= and end_positions=, not labels=")
+        raise ValueError(f"labels= needs a classifier or an MLM head; this model has heads {self.heads or 'none'}")
+
+    def save_pretrained(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write this model as a leanbert checkpoint directory (safetensors + config.json, with
+        the tokenizer of the directory it was loaded from); the keyword arguments are those of
+        :func:`leanbert.save_pretrained` (``tokenizer_dir``, ``metadata``, ``overwrite``)."""
+        import leanbert  # the public API resolves the checkpoint module lazily: no import circle
+
+        return leanbert.save_pretrained(self, path, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> LeanbertModel:
+        """Load a leanbert checkpoint or a transformers ``save_pretrained`` directory; keyword
+        arguments as :func:`leanbert.from_pretrained` (``heads``, ``new_heads``, ``device``,
+        ``dtype``, config overrides such as ``num_labels=3``)."""
+        import leanbert
+
+        return leanbert.from_pretrained(path, **kwargs)
 
     def _mlm_loss(
         self, out: ModelOutput, last: torch.Tensor, labels: torch.Tensor, mlm_positions: torch.Tensor | None

@@ -45,7 +45,7 @@ from leanbert.models.base import EncoderOutput
 from leanbert.models.mobilebert import MobileBertEncoder
 from leanbert.speedups.linear import onednn_available, onednn_product
 
-__all__ = ["FastMobileBertEncoder", "eligible", "fast_forward", "drop_plan"]
+__all__ = ["FastMobileBertEncoder", "eligible", "fast_forward", "drop_plan", "fold_no_norm"]
 
 
 @dataclass
@@ -97,7 +97,11 @@ def _signature(parameters: tuple[torch.Tensor, ...]) -> list[tuple[int, int]]:
     return [(p.data_ptr(), p._version) for p in parameters]
 
 
-def _folded(linear: torch.nn.Linear, norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_no_norm(linear: torch.nn.Linear, norm: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``linear`` with the NoNorm ``norm`` after it folded in (Sec. 3.3):
+    ``g * (W h + b) + beta = (g W) h + (g b + beta)``, exact in real arithmetic. A residual
+    added before the norm still needs ``g * residual`` (what the plan's ``addcmul_`` does).
+    Shared with the ONNX export (:mod:`leanbert.deploy.onnx`)."""
     g = norm.weight
     return g[:, None] * linear.weight, g * linear.bias + norm.bias
 
@@ -108,10 +112,10 @@ def _build(encoder: torch.nn.Module, onednn: bool) -> list[_Block]:
     blocks = []
     for layer in encoder.layers:
         att = layer.attention
-        w_b, b_b = _folded(layer.input_bottleneck.dense, layer.input_bottleneck.norm)
+        w_b, b_b = fold_no_norm(layer.input_bottleneck.dense, layer.input_bottleneck.norm)
         weights, biases = [w_b], [b_b]
         if source == "shared_bottleneck":  # [b; s; v] from x, then [q; k] from s
-            w_s, b_s = _folded(layer.qk_bottleneck.dense, layer.qk_bottleneck.norm)
+            w_s, b_s = fold_no_norm(layer.qk_bottleneck.dense, layer.qk_bottleneck.norm)
             weights += [w_s, att.value.weight]
             biases += [b_s, att.value.bias]
             qkv = _Linear.make(att.query_key.weight, att.query_key.bias, onednn)
@@ -124,7 +128,7 @@ def _build(encoder: torch.nn.Module, onednn: bool) -> list[_Block]:
                                torch.cat([att.query_key.bias, att.value.bias]), onednn)
         ffns = []
         for ffn in layer.ffns:
-            w_d, b_d = _folded(ffn.down, ffn.norm)
+            w_d, b_d = fold_no_norm(ffn.down, ffn.norm)
             ffns.append((_Linear.make(ffn.up.weight, ffn.up.bias, onednn), _Linear.make(w_d, b_d, onednn),
                          ffn.norm.weight.detach().clone()))
         ob = layer.output_bottleneck
@@ -132,10 +136,10 @@ def _build(encoder: torch.nn.Module, onednn: bool) -> list[_Block]:
             first=_Linear.make(torch.cat(weights), torch.cat(biases), onednn),
             widths=[w.shape[0] for w in weights],
             qkv=qkv,
-            out=_Linear.make(*_folded(att.out, att.norm), onednn),
+            out=_Linear.make(*fold_no_norm(att.out, att.norm), onednn),
             out_gamma=att.norm.weight.detach().clone(),
             ffns=ffns,
-            bottleneck_out=_Linear.make(*_folded(ob.dense, ob.norm), onednn),
+            bottleneck_out=_Linear.make(*fold_no_norm(ob.dense, ob.norm), onednn),
             bottleneck_gamma=ob.norm.weight.detach().clone(),
         ))
     return blocks

@@ -42,7 +42,7 @@ from pydantic import Field
 from leanbert.config import StrictConfig, load_config
 from leanbert.errors import ConfigError, DataError
 from leanbert.io import atomic_write_json
-from leanbert.tasks import glue, squad
+from leanbert.tasks import datafiles, glue, squad
 from leanbert.tasks.metrics import glue_metrics, squad_metrics
 from leanbert.tasks.registry import TaskSpec, get_task
 
@@ -73,7 +73,12 @@ class FinetuneConfig(StrictConfig):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     micro_batch_size: int | None = Field(None, ge=1)  # per process; batch_size / it = accumulation steps
     deterministic: bool = False
+    # Recompute each encoder layer's activations in the backward pass (less memory, ~1.25x time).
+    activation_checkpointing: bool = False
     speedups: bool = True  # leanbert.optimize(model): oneDNN products, cheaper dropout mask (CPU)
+    # Quantization-aware training (leanbert.deploy.qat): ReLU6, the linear layers compute in int8 and
+    # learn through straight-through fake quantization; metrics.json adds the saved int8 model's metrics.
+    qat: bool = False
     checkpoint_every: int | None = Field(None, ge=1)  # steps; None: after every epoch
     keep_checkpoints: int = Field(1, ge=1)
     tensorboard: bool = True
@@ -198,20 +203,26 @@ def load_for_finetuning(model_dir: str | Path, task: TaskSpec, cfg: FinetuneConf
 # ----------------------------------------------------------------------------------------
 
 
-def predict_glue(model, task: TaskSpec, data: EncodedGlue, batch_size: int, device) -> list[float | int]:
-    """Predicted targets (class index, or the regression value) in file order."""
+def glue_logits(model, data: EncodedGlue, batch_size: int, device) -> np.ndarray:
+    """The classifier's outputs [N, num_labels] (fp32) in file order."""
     import torch
 
     model.eval()
-    out: list[float | int] = [0] * len(data.input_ids)
+    out: np.ndarray | None = None
     with torch.no_grad():
         for idx in _batches_by_length(data.input_ids, batch_size):
             batch = collate([data.input_ids[i] for i in idx], [data.token_type_ids[i] for i in idx])
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-            values = logits.view(-1).tolist() if task.kind == "regression" else logits.argmax(-1).tolist()
-            for i, v in zip(idx, values, strict=True):
-                out[i] = v
-    return out
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(data.input_ids), logits.shape[-1]), dtype=np.float32)
+            out[idx] = logits
+    return out if out is not None else np.zeros((0, 1), dtype=np.float32)
+
+
+def predict_glue(model, task: TaskSpec, data: EncodedGlue, batch_size: int, device) -> list[float | int]:
+    """Predicted targets (class index, or the regression value) in file order."""
+    logits = glue_logits(model, data, batch_size, device)
+    return logits[:, 0].tolist() if task.kind == "regression" else logits.argmax(-1).tolist()
 
 
 def predict_squad(model, features: Sequence[squad.QAFeature], batch_size: int, device) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -244,14 +255,15 @@ class EvalResult:
 
 
 class GlueRun:
-    def __init__(self, task: TaskSpec, data: str | Path, tokenizer: Any, cfg: FinetuneConfig, *, train: bool = True,
+    def __init__(self, task: TaskSpec, data: str | Path | datafiles.DataFiles, tokenizer: Any, cfg: FinetuneConfig, *, train: bool = True,
                  eval_splits: Sequence[str] | None = None) -> None:
         self.task, self.data, self.tokenizer, self.cfg = task, data, tokenizer, cfg
         self.train_data = None
+        read = datafiles.read_sequence_split  # GLUE TSV, GLUE in the hub's layout, or own files
         if train:
-            self.train_data = encode_glue(task, glue.read_glue(task, data, "train", limit=cfg.train_limit), tokenizer, cfg.max_seq_length)
+            self.train_data = encode_glue(task, read(task, data, "train", limit=cfg.train_limit), tokenizer, cfg.max_seq_length)
         self.eval_data = {
-            s: encode_glue(task, glue.read_glue(task, data, s, limit=cfg.eval_limit), tokenizer, cfg.max_seq_length)
+            s: encode_glue(task, read(task, data, s, limit=cfg.eval_limit), tokenizer, cfg.max_seq_length)
             for s in (eval_splits or task.eval_splits)
         }
 
@@ -299,7 +311,7 @@ class GlueRun:
         paths = []
         for split, server_name in self.task.test_splits.items():
             try:
-                test = glue.read_glue(self.task, self.data, split)
+                test = datafiles.read_sequence_split(self.task, self.data, split)  # TSV or the hub's layout
             except DataError:
                 continue  # no such test file here (e.g. the diagnostic set beside MNLI)
             enc = encode_glue(self.task, test, self.tokenizer, self.cfg.max_seq_length)
@@ -310,10 +322,15 @@ class GlueRun:
         return paths
 
 
-def squad_files(task: TaskSpec, data: str | Path, cfg: FinetuneConfig, train: bool) -> tuple[squad.SquadData | None, squad.SquadData, str]:
+def squad_files(task: TaskSpec, data: Any, cfg: FinetuneConfig, train: bool) -> tuple[squad.SquadData | None, squad.SquadData, str]:
     """(train, eval, how they were chosen) for SQuAD ``data``: a directory holding the
-    official ``train-vX.json`` and ``dev-vX.json``, or one file split by article."""
+    official ``train-vX.json`` and ``dev-vX.json``, or one file split by article; or the same
+    from tables (:func:`~leanbert.tasks.datafiles.squad_tables`: own files, the hub's layout)."""
     v = task.squad_version
+    from_tables = datafiles.squad_tables(task, data, train)
+    if from_tables is not None:
+        tr, ev, how, single = from_tables
+        return _split_by_article(ev, cfg, train, how) if single else (tr, ev, how)
     data = Path(data)
     if data.is_dir():
         train_f, dev_f = data / f"train-v{v}.json", data / f"dev-v{v}.json"
@@ -322,18 +339,24 @@ def squad_files(task: TaskSpec, data: str | Path, cfg: FinetuneConfig, train: bo
         if not train or train_f.is_file():
             return (squad.read_squad(train_f, task) if train else None), squad.read_squad(dev_f, task), f"{train_f.name} / {dev_f.name}"
         data = dev_f
-    full = squad.read_squad(data, task)
+    return _split_by_article(squad.read_squad(data, task), cfg, train, data.name)
+
+
+def _split_by_article(full: squad.SquadData, cfg: FinetuneConfig, train: bool, name: str
+                      ) -> tuple[squad.SquadData | None, squad.SquadData, str]:
+    """One SQuAD source: all of it evaluates, or (training, or ``train_articles`` set) the first
+    articles train and the rest evaluate."""
     if not train and cfg.train_articles is None:
-        return None, full, data.name
+        return None, full, name
     n_train = cfg.train_articles or max(1, round(0.75 * len(full.articles)))
     tr, ev = squad.split_by_article(full, n_train)
-    how = (f"{data.name} split by article: articles 1-{n_train} train ({len(tr)} questions), "
+    how = (f"{name} split by article: articles 1-{n_train} train ({len(tr)} questions), "
            f"{n_train + 1}-{len(full.articles)} evaluate ({len(ev)} questions)")
     return (tr if train else None), ev, how
 
 
 class SquadRun:
-    def __init__(self, task: TaskSpec, data: str | Path, tokenizer: Any, cfg: FinetuneConfig, *, train: bool = True) -> None:
+    def __init__(self, task: TaskSpec, data: str | Path | datafiles.DataFiles, tokenizer: Any, cfg: FinetuneConfig, *, train: bool = True) -> None:
         self.task, self.cfg = task, cfg
         tr, ev, self.how = squad_files(task, data, cfg, train)
         if cfg.eval_limit is not None:
@@ -407,8 +430,12 @@ def _filter_articles(articles: list[dict[str, Any]], keep: set[str]) -> list[dic
     return out
 
 
-def make_run(task: TaskSpec, data: str | Path, tokenizer: Any, cfg: FinetuneConfig, *, train: bool,
+def make_run(task: TaskSpec, data: Any, tokenizer: Any, cfg: FinetuneConfig, *, train: bool,
              eval_splits: Sequence[str] | None = None) -> GlueRun | SquadRun:
+    """The run of ``task`` on ``data`` (a path, or :class:`~leanbert.tasks.datafiles.DataFiles`
+    for the tasks on own files); its ``task`` carries the labels read from the training data."""
+    if train:
+        task = datafiles.resolve_task(task, data)
     if task.kind == "span_qa":
         return SquadRun(task, data, tokenizer, cfg, train=train)
     return GlueRun(task, data, tokenizer, cfg, train=train, eval_splits=eval_splits)
@@ -495,7 +522,7 @@ class TaskObjective:
 RESUME_KEYS = ("task", "model", "data", *(f"finetune.{k}" for k in (
     "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "adam_beta1", "adam_beta2",
     "adam_eps", "max_grad_norm", "max_seq_length", "seed", "train_limit", "classifier_dropout", "precision",
-    "doc_stride", "max_query_length", "train_articles")))
+    "doc_stride", "max_query_length", "train_articles", "qat")))
 
 
 def engine_sections(cfg: FinetuneConfig, total_steps: int, steps_per_epoch: int) -> dict[str, Any]:
@@ -507,7 +534,7 @@ def engine_sections(cfg: FinetuneConfig, total_steps: int, steps_per_epoch: int)
     return {
         "train": TrainSection(max_steps=total_steps, precision=cfg.precision, seed=cfg.seed,
                               deterministic=cfg.deterministic, device=cfg.device, threads=cfg.threads,
-                              speedups=cfg.speedups),
+                              speedups=cfg.speedups, activation_checkpointing=cfg.activation_checkpointing),
         "optim": OptimConfig(name="adamw", lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                              weight_decay=cfg.weight_decay, schedule="linear",
                              warmup_steps=int(cfg.warmup_ratio * total_steps), clip_grad_norm=cfg.max_grad_norm),
@@ -526,7 +553,7 @@ def _is_terminal() -> bool:
 
 def finetune(
     task: str | TaskSpec,
-    data: str | Path,
+    data: str | Path | datafiles.DataFiles,
     model_dir: str | Path,
     output: str | Path,
     cfg: FinetuneConfig | None = None,
@@ -544,7 +571,7 @@ def finetune(
     return _finetune(spec, data, model_dir, Path(output), cfg, stop_after, callbacks)
 
 
-def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: Path, cfg: FinetuneConfig,
+def _finetune(spec: TaskSpec, data: str | Path | datafiles.DataFiles, model_dir: str | Path, output: Path, cfg: FinetuneConfig,
               stop_after: int | None, callbacks: Sequence[Any]) -> dict[str, Any]:
     from leanbert.checkpoint import from_pretrained, save_pretrained
     from leanbert.data.tokenizer import load_tokenizer
@@ -556,6 +583,7 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
     start_time = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     run = make_run(spec, data, tokenizer, cfg, train=True)
+    spec = run.task  # own files: with the label names (or SQuAD version) of the training data
     n_train = run.num_train()
     if n_train == 0:
         raise DataError(f"no training examples for {spec.name} in {data}")
@@ -566,6 +594,13 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
             f"max_seq_length {cfg.max_seq_length} exceeds the model's max_position_embeddings "
             f"{model.config.max_position_embeddings}; lower it with --set max_seq_length=..."
         )
+    if cfg.qat:  # before the engine builds the optimizer (the parameters stay the same objects)
+        from leanbert.deploy.qat import QAT_PRECISIONS, prepare_qat
+
+        if cfg.precision not in QAT_PRECISIONS:
+            raise ConfigError(f"qat=true trains through the int8 products, which run in fp32: precision "
+                              f"{cfg.precision} is not supported; set --set precision=fp32")
+        prepare_qat(model)
     config_dump = {"task": spec.name, "model": str(model_dir), "data": str(data), "finetune": cfg.model_dump(mode="json")}
     # Provisional sections to enter the engine (device, processes); the step counts follow.
     sections = engine_sections(cfg, 1, 1)
@@ -586,7 +621,7 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
         if cfg.speedups:
             optimize(model, for_training=True)
         metadata = {"task": spec.name, "labels": list(spec.labels), "finetune": cfg.model_dump(mode="json"),
-                    "base_model": str(model_dir)}
+                    "base_model": str(model_dir), **datafiles.task_metadata(spec, data)}
         job_state: dict[str, Any] = {"history": [], "best": None}
         best_result: dict[str, EvalResult] = {}
 
@@ -636,12 +671,20 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
         if cfg.predict_test and spec.is_glue:
             best_model = best_model or from_pretrained(output / "model", heads=[head_for(spec)]).to(device)
             test_files = run.write_test(best_model, device, output / "submission")
+        int8 = None
+        if cfg.qat:  # the int8 model of the best checkpoint: what QAT's forward passes computed
+            from leanbert.deploy.torch_int8 import quantize_int8
+
+            best_model = best_model or from_pretrained(output / "model", heads=[head_for(spec)]).to(device)
+            simulated = quantize_int8(best_model, fold_norms=False)  # NoNorm unfolded, as trained
+            int8 = {"method": "torchao", "metrics": run.evaluate(simulated, device).metrics}
         report = {
             "task": spec.name,
             "model": str(model_dir),
             "main_metric": spec.main_metric,
             "best_epoch": best["epoch"],
             "metrics": best["metrics"],
+            **({"int8": int8} if int8 is not None else {}),
             "history": job_state["history"],
             "data": run.describe(),
             "config": cfg.model_dump(mode="json"),
@@ -659,29 +702,44 @@ def _finetune(spec: TaskSpec, data: str | Path, model_dir: str | Path, output: P
 
 def evaluate_checkpoint(
     model_dir: str | Path,
-    data: str | Path,
+    data: str | Path | datafiles.DataFiles,
     *,
     task: str | None = None,
     split: str | None = None,
     output: str | Path | None = None,
     cfg: FinetuneConfig | None = None,
+    int8: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a fine-tuned checkpoint on one split (GLUE) or a SQuAD file. The task
     defaults to the one recorded in the checkpoint. Labelled splits give metrics; any split
-    gives predictions (GLUE test splits in the GLUE server's format) under ``output``."""
+    gives predictions (GLUE test splits in the GLUE server's format) under ``output``.
+    ``int8``: evaluate the checkpoint's PyTorch int8 model instead, quantized with that method
+    (``torchao`` or ``dynamic``, :func:`leanbert.deploy.torch_int8.quantize_int8`)."""
     from leanbert.checkpoint import from_pretrained, read_metadata
     from leanbert.data.tokenizer import load_tokenizer
 
-    recorded = read_metadata(model_dir).get("task")
+    metadata = read_metadata(model_dir)
+    recorded = metadata.get("task")
     if task is None:
         if not recorded:
             raise ConfigError(f"{model_dir} does not record its task; pass --task")
         task = str(recorded)
     spec = get_task(task)
+    if spec.from_files:  # own files: labels from the checkpoint, the data file is the validation split
+        spec = datafiles.task_from_metadata(metadata, task, source=str(model_dir))
+        if not isinstance(data, datafiles.DataFiles):
+            data = datafiles.DataFiles(validation=data, columns=datafiles.columns_from_metadata(metadata),
+                                       validation_split=split or "validation")
+        split = None
     cfg = cfg or finetune_config(spec)
     device = resolve_device(cfg.device)
     model = from_pretrained(model_dir, heads=[head_for(spec)]).to(device)
-    if cfg.speedups:
+    if int8 is not None:  # the PyTorch int8 model (leanbert.deploy.torch_int8) instead of the speed-ups
+        from leanbert.deploy.torch_int8 import quantize_int8
+
+        # A QAT checkpoint keeps its NoNorms unfolded: the rounding it was trained against.
+        model = quantize_int8(model, method=int8, fold_norms=not metadata.get("finetune", {}).get("qat", False))
+    elif cfg.speedups:
         from leanbert.speedups import optimize
 
         optimize(model, for_training=False)
@@ -703,8 +761,10 @@ def evaluate_checkpoint(
     if output is not None:
         out = Path(output)
         files = result.write(out / "predictions")
-    report = {"task": spec.name, "model": str(model_dir), "split": splits if spec.is_glue else "dev",
+    report = {"task": spec.name, "model": str(model_dir), "split": splits if spec.kind != "span_qa" else "dev",
               "metrics": result.metrics, "data": run.describe(), "files": files}
+    if int8 is not None:
+        report["int8"] = int8
     if output is not None:
         atomic_write_json(Path(output) / "metrics.json", report)
     return report

@@ -162,8 +162,11 @@ def label_to_target(task: TaskSpec, label: str) -> float | int:
 
 def format_prediction(task: TaskSpec, value: float | int) -> str:
     """A model output as the GLUE server wants it: the label string, or the STS-B score
-    clipped to the scale [0, 5] with 3 decimals."""
+    clipped to the scale [0, 5] with 3 decimals (a regression on the user's own data: the value
+    as it is, since its scale is the data's)."""
     if task.kind == "regression":
+        if not task.is_glue:
+            return repr(float(value))
         return f"{min(5.0, max(0.0, float(value))):.3f}"
     return task.labels[int(value)]
 

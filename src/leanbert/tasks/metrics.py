@@ -57,6 +57,13 @@ def f1_binary(gold: Sequence[int], pred: Sequence[int], positive: int = 1) -> fl
     return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
+def f1_macro(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Unweighted mean of the per-class F1 over the classes in gold or predictions
+    (``sklearn.metrics.f1_score(average="macro")``); for the tasks on the user's own data."""
+    g, p = _arrays(gold, pred)
+    return float(np.mean([f1_binary(g, p, positive=c) for c in np.unique(np.concatenate([g, p]))]))
+
+
 def matthews_correlation(gold: Sequence[int], pred: Sequence[int]) -> float:
     """Matthews correlation coefficient, multiclass form (Gorodkin 2004) as in scikit-learn;
     0 when it is undefined (a constant prediction or gold)."""
@@ -109,6 +116,7 @@ def glue_metrics(task: TaskSpec, gold: Sequence[Any], pred: Sequence[Any]) -> di
     fns = {
         "accuracy": accuracy,
         "f1": f1_binary,
+        "f1_macro": f1_macro,
         "matthews_correlation": matthews_correlation,
         "pearson": pearson,
         "spearmanr": spearman,

@@ -1,4 +1,6 @@
-"""The downstream tasks leanbert fine-tunes and scores: GLUE (Wang et al. 2019) and SQuAD.
+"""The downstream tasks leanbert fine-tunes and scores: GLUE (Wang et al. 2019) and SQuAD,
+and the same kinds of task (classification, regression, pair classification, extractive QA)
+on the user's own files (:data:`FILE_TASKS`).
 
 One :class:`TaskSpec` per task says everything the readers, the model head, the metrics and
 the GLUE submission writer need: the directory and file names of the standard GLUE
@@ -44,6 +46,9 @@ class TaskSpec:
     test_splits: dict[str, str] = field(default_factory=dict)  # split -> GLUE server file
     skip_malformed: bool = False  # QQP: a few rows of the distributed files are broken
     squad_version: str = ""  # "1.1" or "2.0" for SQuAD
+    # A task on the user's own files (leanbert.tasks.datafiles): labels come from the data.
+    from_files: bool = False
+    pair: bool = False  # two texts per example (text column and text-pair column)
 
     @property
     def num_labels(self) -> int:
@@ -152,19 +157,41 @@ TASKS: dict[str, TaskSpec] = {
     ),
 }
 
+# Tasks on the user's own files (CSV, TSV, JSON lines, Parquet, saved datasets; see
+# leanbert.tasks.datafiles): the label set (or, for qa, the SQuAD version) is read from the
+# training data, so the specs here have none yet. Train and validation files, no test server.
+_OWN = {"splits": {}, "eval_splits": ("validation",), "from_files": True}
+FILE_TASKS: dict[str, TaskSpec] = {
+    "classification": TaskSpec("classification", "classification", ("accuracy", "f1_macro"), **_OWN),
+    "pair-classification": TaskSpec("pair-classification", "classification", ("accuracy", "f1_macro"),
+                                    pair=True, **_OWN),
+    "regression": TaskSpec("regression", "regression", ("pearson", "spearmanr"), **_OWN),
+    # Extractive QA in the SQuAD layout of the datasets hub; "2.0" when the data has unanswerable questions.
+    "qa": TaskSpec("qa", "span_qa", ("f1", "exact_match"), squad_version="1.1", **_OWN),
+}
+
 # Names people also use for the same tasks.
-_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "squad": "squad1", "squad-v1.1": "squad1", "squad-v2.0": "squad2"}
+_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "squad": "squad1", "squad-v1.1": "squad1", "squad-v2.0": "squad2",
+            "pair_classification": "pair-classification", "text-classification": "classification",
+            "question-answering": "qa"}
 
 
 def task_names() -> list[str]:
+    """The benchmark tasks (GLUE and SQuAD, with their standard files)."""
     return list(TASKS)
+
+
+def all_task_names() -> list[str]:
+    """Every task name ``get_task`` knows: the benchmarks, then the tasks on the user's own files."""
+    return [*TASKS, *FILE_TASKS]
 
 
 def get_task(name: str) -> TaskSpec:
     """The spec of task ``name`` (case-insensitive); a clear error for unknown names."""
     key = _ALIASES.get(name.lower(), name.lower())
-    if key not in TASKS:
+    known = {**TASKS, **FILE_TASKS}
+    if key not in known:
         raise ConfigError(
-            f"unknown task '{name}'{did_you_mean(key, TASKS)}; choose one of: {', '.join(TASKS)}"
+            f"unknown task '{name}'{did_you_mean(key, known)}; choose one of: {', '.join(known)}"
         )
-    return TASKS[key]
+    return known[key]

@@ -282,7 +282,9 @@ def postprocess_predictions(
     """(predictions by question id, no-answer scores by id, n-best lists by id).
 
     ``start_logits[i]``/``end_logits[i]`` belong to ``features[i]`` (any trailing padding
-    positions are ignored). No-answer scores are ``null score - best span score``
+    positions are ignored). Each n-best entry has the span's ``text``, ``score`` (start + end
+    logit), ``probability`` (softmax over the n best) and character ``start`` / ``end`` in the
+    context (None for the empty answer). No-answer scores are ``null score - best span score``
     (``null_odds`` in BERT's run_squad.py); they are only meaningful for v2.0.
     """
     by_example: dict[int, list[int]] = {}
@@ -319,11 +321,12 @@ def postprocess_predictions(
             if text in seen:
                 continue
             seen.add(text)
-            nbest.append({"text": text, "score": score})
+            # start / end: the span's character offsets in the context (end exclusive)
+            nbest.append({"text": text, "score": score, "start": offsets[s][0], "end": offsets[e][1]})  # type: ignore[index]
         if version_2 and "" not in seen and math.isfinite(score_null):
-            nbest.append({"text": "", "score": score_null})
+            nbest.append({"text": "", "score": score_null, "start": None, "end": None})
         if not nbest:
-            nbest.append({"text": "", "score": 0.0})
+            nbest.append({"text": "", "score": 0.0, "start": None, "end": None})
         nbest.sort(key=lambda x: x["score"], reverse=True)
         scores = np.array([c["score"] for c in nbest])
         probs = np.exp(scores - scores.max())

@@ -8,7 +8,10 @@ knowledge transfer are *objectives* on this engine, not loops of their own. The 
   when the run returns);
 - ``torchrun`` data parallelism (DDP: gloo on CPU, NCCL on CUDA) and gradient accumulation;
 - the optimiser and learning-rate schedule (:mod:`leanbert.train.optim`, one weight-decay
-  rule), gradient clipping, and the stop on a NaN / infinite loss;
+  rule), gradient clipping, and the stop on a NaN / infinite loss (exit 1, as bad data found
+  mid-run; :class:`leanbert.errors.RunFailed`);
+- activation checkpointing of the encoder layers (``train.activation_checkpointing``, applied
+  to the model by :func:`leanbert.models.base.set_activation_checkpointing`);
 - atomic training checkpoints with everything needed for a bitwise resume (weights,
   optimiser, RNG states, data position, algorithm state, the job's own state), resume on
   rerun, and a checkpoint on SIGINT / SIGTERM;
@@ -52,7 +55,7 @@ from typing import Any, Protocol
 
 import torch
 
-from leanbert.errors import ConfigError, LeanbertError
+from leanbert.errors import BadDataMidRun, ConfigError, DataError, LeanbertError, RunFailed
 from leanbert.io import check_output_dir, remove_temporaries
 from leanbert.train.callbacks import Callback, RunInfo
 from leanbert.train.config import CheckpointSection, LogSection, TrainSection
@@ -71,11 +74,13 @@ from leanbert.train.state import (
 Batch = dict[str, torch.Tensor]
 
 
-class TrainingDiverged(LeanbertError):
-    """The loss or the gradients became NaN or infinite."""
+class TrainingDiverged(RunFailed):
+    """The loss or the gradients became NaN or infinite (exit 1)."""
 
 
 class Interrupted(LeanbertError):
+    """SIGINT / SIGTERM stopped the run after it saved a checkpoint (exit 130; rerun to resume)."""
+
     exit_code = 130
 
 
@@ -268,6 +273,12 @@ class Engine:
         dist = self.dist
         job_state = job_state if job_state is not None else {}
         micro, accum = self.micro_batching(global_batch, micro_batch)
+        if self.train_cfg.activation_checkpointing:
+            from leanbert.models.base import set_activation_checkpointing
+
+            if not set_activation_checkpointing(model):
+                raise ConfigError("train.activation_checkpointing needs a leanbert encoder in the model; "
+                                  "set train.activation_checkpointing=false")
         optimizer = build_optimizer(model, self.optim_cfg, group_of)
         state = TrainState()
         if dist.is_main:  # what a run killed while writing a checkpoint left
@@ -380,8 +391,11 @@ class Engine:
             with _StopFlag() as stop:
                 while state.step < total:
                     t0 = time.perf_counter()
-                    micro_batches = [{k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
-                                     for _ in range(accum)]
+                    try:
+                        micro_batches = [{k: v.to(device, non_blocking=True) for k, v in next(stream).items()}
+                                         for _ in range(accum)]
+                    except DataError as e:  # read well at the start, bad now: the run failed (exit 1)
+                        raise BadDataMidRun(f"bad data at step {state.step + 1}: {e} ({self._last_good()})") from None
                     logging_step = (state.step + 1) % self.log_cfg.every == 0 or state.step + 1 == total
                     # Global normaliser of each loss term (device tensors, no host sync before the forwards).
                     per_micro = [objective.counts(b) for b in micro_batches]
@@ -444,8 +458,7 @@ class Engine:
                     total_loss = float(sum(term_losses))
                     grad_ok = math.isfinite(float(grad_norm)) or scaler is not None  # fp16: the scaler skips inf steps
                     if not (math.isfinite(total_loss) and grad_ok):
-                        last = list_checkpoints(self.output_dir)
-                        where = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+                        where = self._last_good()
                         raise TrainingDiverged(
                             f"the loss became {total_loss} (gradient norm {float(grad_norm)}) at step {state.step + 1}; "
                             f"stopped without saving this step; {where}; lower the learning rate, raise the "
@@ -529,6 +542,10 @@ class Engine:
             logger.close()
             for cb in callbacks:
                 cb.on_end(status)
+
+    def _last_good(self) -> str:
+        last = list_checkpoints(self.output_dir)
+        return f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
 
     @staticmethod
     def _tokens(batch: Batch) -> torch.Tensor:

@@ -9,6 +9,16 @@ come from every token). The losses and gradients are the full model's up to floa
 (tested); BERT-base at length 128 with 20 predictions saves ~7% of the encoder's FLOPs. A model
 called directly by a user (``model(...)``) always runs every layer on every token.
 
+Continued pretraining (``init``, ``leanbert pretrain --init DIR``): the run starts from the
+weights of a leanbert or transformers checkpoint (:func:`init_model`): domain-adaptive
+pretraining (Gururangan et al. 2020, "Don't Stop Pretraining", Sec. 3) or BERT's second phase
+at length 512 after 128 (Devlin et al. 2019, Appendix A.2). The model comes from the checkpoint;
+heads it lacks (a sentence-embedding BERT has no MLM head) start from BERT's initialisation, the
+MLM decoder tied to the checkpoint's word embeddings; a position table shorter than the data's
+sequences is extended by copying the learnt rows (Beltagy et al. 2020, "Longformer", Sec. 5).
+Optimiser and schedule start fresh; rerunning on a run directory that holds checkpoints resumes
+from them, not from ``init``.
+
 Exactness: the loss of a step is the sum of the per-token MLM losses over the *global* batch
 divided by the global number of predictions (the engine all-reduces it before the backward
 pass), so one process, accumulation and N processes compute the same gradient. Data order and
@@ -19,9 +29,11 @@ a run killed at any moment and resumed ends with bitwise the same weights on CPU
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +47,7 @@ from leanbert.train.config import PretrainConfig
 from leanbert.train.engine import Engine, Interrupted, TrainingDiverged, autocast
 
 __all__ = ["pretrain", "PretrainResult", "MLMObjective", "LastLayerQueries", "evaluate_mlm",
-           "TrainingDiverged", "Interrupted"]
+           "init_model", "InitReport", "check_vocabulary", "extend_positions", "TrainingDiverged", "Interrupted"]
 
 # Keys of the pretraining config that must not change when a run resumes.
 RESUME_KEYS = ("model", "data.batch_size", "data.mask_rate", "data.max_predictions",
@@ -188,6 +200,173 @@ def evaluate_mlm(model: torch.nn.Module, batches: Sequence[Mapping[str, torch.Te
     return {"mlm_loss": loss, "mlm_accuracy": correct / max(count, 1), "perplexity": math.exp(min(loss, 50.0))}
 
 
+# --------------------------------------------------------------------------------------
+# Continued pretraining: a run that starts from a checkpoint's weights
+# --------------------------------------------------------------------------------------
+
+# Model keys a run started from a checkpoint may set to other values than the checkpoint's:
+# regularisation, not architecture. max_position_embeddings may grow (extend_positions).
+INIT_FREE_KEYS = ("hidden_dropout", "attention_dropout", "classifier_dropout")
+POSITION_KEY = "encoder.embeddings.position.weight"
+_CHECKED_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+@dataclass
+class InitReport:
+    """What :func:`init_model` did: the parts it initialised itself, the checkpoint's parts it
+    left out, and the position table's growth (old, new) if any."""
+
+    source: Path
+    new: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    positions: tuple[int, int] | None = None
+
+    def messages(self) -> list[str]:
+        out = []
+        if "mlm" in self.new:
+            out.append(f"{self.source} has no MLM head: initialised a new one (dense + LayerNorm + output bias, "
+                       "BERT's normal(0, 0.02) init) with its decoder tied to the checkpoint's word embeddings")
+        names = {"nsp": "NSP head", "pooler": "pooler"}
+        for part in self.new:
+            if part != "mlm":
+                out.append(f"{self.source} has no {names.get(part, part)}: initialised a new one (BERT's init)")
+        if self.dropped:
+            out.append(f"left out the checkpoint's {', '.join(self.dropped)} (not used by pretraining)")
+        if self.positions:
+            old, new = self.positions
+            out.append(f"extended the position embeddings from {old} to {new}: rows 0-{old - 1} are the "
+                       f"checkpoint's, rows {old}-{new - 1} repeat them (Longformer's copy initialisation)")
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {"from": str(self.source), "new": self.new, "dropped": self.dropped,
+                "positions": list(self.positions) if self.positions else None}
+
+
+def _tokenizer_file(directory: Path) -> Path | None:
+    """The file :func:`leanbert.data.tokenizer.load_tokenizer` reads in ``directory``."""
+    for name in ("tokenizer.json", "vocab.txt"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _tokens_by_id(directory: Path) -> list[str]:
+    from leanbert.data.tokenizer import load_tokenizer
+
+    vocab = load_tokenizer(directory).get_vocab(with_added_tokens=True)
+    tokens = [""] * (max(vocab.values()) + 1 if vocab else 0)
+    for token, i in vocab.items():
+        tokens[i] = token
+    return tokens
+
+
+def check_vocabulary(checkpoint: str | Path, model_vocab_size: int, data_tokenizer: str | Path) -> None:
+    """The checkpoint's tokenizer and the data's must be the same vocabulary: same size, same ids
+    of [PAD] [UNK] [CLS] [SEP] [MASK], same token at every id; else a one-line error naming both
+    files. The model's embedding table must hold every id of the data."""
+    checkpoint, data_tokenizer = Path(checkpoint), Path(data_tokenizer)
+    ours, theirs = _tokenizer_file(checkpoint), _tokenizer_file(data_tokenizer)
+    fix = f"prepare the data with the checkpoint's tokenizer (leanbert data prepare ... --tokenizer {checkpoint})"
+    if ours is None:
+        raise ConfigError(f"{checkpoint} has no tokenizer (tokenizer.json or vocab.txt), so its vocabulary cannot be "
+                          f"checked against the data's {theirs}; copy the tokenizer it was trained with into {checkpoint}")
+    if theirs is None:
+        raise ConfigError(f"the prepared data has no tokenizer in {data_tokenizer}; prepare the data again")
+    a, b = _tokens_by_id(checkpoint), _tokens_by_id(data_tokenizer)
+    if len(a) != len(b):
+        raise ConfigError(f"vocabulary mismatch: {ours} has {len(a)} tokens, the data's {theirs} has {len(b)}; {fix}")
+    for token in _CHECKED_SPECIALS:
+        ia = a.index(token) if token in a else None
+        ib = b.index(token) if token in b else None
+        if ia != ib:
+            raise ConfigError(f"vocabulary mismatch: {token} is id {ia} in {ours} but id {ib} in the data's {theirs}; {fix}")
+    diff = next((i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y), None)
+    if diff is not None:
+        raise ConfigError(f"vocabulary mismatch: id {diff} is {a[diff]!r} in {ours} but {b[diff]!r} in the data's "
+                          f"{theirs}; {fix}")
+    if model_vocab_size < len(b):
+        raise ConfigError(f"{checkpoint / 'config.json'}: vocab_size {model_vocab_size} is smaller than its tokenizer "
+                          f"{ours} ({len(b)} tokens); the checkpoint does not match its tokenizer")
+
+
+@torch.no_grad()
+def extend_positions(table: torch.Tensor, length: int) -> torch.Tensor:
+    """A position-embedding table [n, H] extended to ``length`` rows by repeating the learnt
+    ones (row i gets learnt row i mod n): Longformer's copy initialisation (Beltagy et al. 2020,
+    Sec. 5), which keeps the local structure the attention learnt (a random init of the new rows
+    costs far more steps to recover)."""
+    n = table.shape[0]
+    if length <= n:
+        return table[:length].clone()
+    return table.repeat(math.ceil(length / n), 1)[:length].clone()
+
+
+def init_model(init: str | Path, *, data_tokenizer: str | Path, seq_length: int,
+               heads: Sequence[str], overrides: Mapping[str, Any] | None = None, seed: int = 0):
+    """The model a continued-pretraining run starts from: ``init``'s config and weights (a
+    leanbert or transformers checkpoint directory), with the ``heads`` pretraining needs (new
+    ones initialised as BERT's, the MLM decoder tied to the word embeddings) and the position
+    table extended to ``seq_length`` if shorter (:func:`extend_positions`).
+
+    ``overrides``: the run's ``model.KEY=VALUE`` settings. Dropout keys may differ from the
+    checkpoint's, ``max_position_embeddings`` may grow; any other key must agree with the
+    checkpoint (one-line error otherwise). Returns ``(model, InitReport)``.
+    """
+    from leanbert.checkpoint import from_pretrained
+    from leanbert.models import load_model_config
+    from leanbert.models.model import LeanbertModel
+
+    init = Path(init)
+    src = from_pretrained(init)
+    check_vocabulary(init, src.config.vocab_size, data_tokenizer)
+    base = src.config.model_dump(mode="json")
+    where = f"{init / 'config.json'}"
+    target = dict(base)
+    for key, value in (overrides or {}).items():
+        if key in ("preset", "heads", "model_type"):
+            what = {"preset": "a preset", "heads": "the heads (pretraining picks them from the data)",
+                    "model_type": "the model family"}[key]
+            raise ConfigError(f"model.{key} cannot be set with --init: the model comes from {init}, not {what}; "
+                              f"drop --set model.{key}")
+        merged = load_model_config({**base, key: value}, "model section", prefix="model.")  # unknown keys, types
+        new, old = getattr(merged, key), getattr(src.config, key)
+        if key in INIT_FREE_KEYS:
+            target[key] = new
+        elif key == "max_position_embeddings":
+            if new < old:
+                raise ConfigError(f"model.max_position_embeddings={new} is smaller than the checkpoint's {old} "
+                                  f"({where}); positions can only be extended")
+            target[key] = new
+        elif new != old:
+            raise ConfigError(f"model.{key}={json.dumps(new)} contradicts the checkpoint {where} ({key} "
+                              f"{json.dumps(old)}); with --init the model comes from the checkpoint: drop the --set")
+    target["max_position_embeddings"] = max(int(target["max_position_embeddings"]), seq_length)
+    target["heads"] = list(heads)
+    if "nsp" in heads and base.get("use_pooler") is False and base["model_type"] == "bert":
+        target["use_pooler"] = True  # BERT's NSP classifier reads the pooled [CLS]
+    config = load_model_config(target, where, prefix="model.")
+    torch.manual_seed(seed)
+    model = LeanbertModel(config)
+    report = InitReport(init)
+    src_state = src.state_dict()
+    new_state = model.state_dict()
+    for key, tensor in new_state.items():
+        old = src_state.get(key)
+        if old is None:
+            part = key.split(".")[0] if not key.startswith("encoder.") else key.split(".")[1]
+            if part not in report.new:
+                report.new.append(part)
+            continue
+        if key == POSITION_KEY and old.shape[0] != tensor.shape[0]:
+            report.positions = (old.shape[0], tensor.shape[0])
+            tensor.copy_(extend_positions(old, tensor.shape[0]))
+        else:
+            tensor.copy_(old)
+    report.dropped = sorted({k.split(".")[0] for k in src_state if k not in new_state})
+    return model, report
+
+
 @dataclass
 class PretrainResult:
     output_dir: Path
@@ -202,7 +381,11 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, output_dir: str | Path, 
              stop_after: int | None = None, callbacks: Sequence[Any] = ()) -> PretrainResult:
     """Run (or resume) MLM pretraining. ``stop_after`` ends the call after that many optimizer
     steps of this invocation, as if it had been killed right after a checkpoint (for tests);
-    ``callbacks`` are extra :class:`leanbert.train.callbacks.Callback` objects."""
+    ``callbacks`` are extra :class:`leanbert.train.callbacks.Callback` objects.
+
+    With ``cfg.init`` the run starts from that checkpoint's weights (:func:`init_model`), with
+    a fresh optimiser and schedule; an ``output_dir`` that already holds checkpoints of the run
+    resumes from them (its own weights, optimiser and data position), not from ``cfg.init``."""
     from leanbert.algorithms.token_dropping import TokenDropping
     from leanbert.models import resolve_model_section
     from leanbert.models.model import LeanbertModel
@@ -218,15 +401,35 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, output_dir: str | Path, 
         device = engine.device
         data = PretrainData(data_dir, cfg.data, seed=cfg.train.seed)
         heads = ["mlm", "nsp"] if data.has_pairs else ["mlm"]
-        model_cfg = resolve_model_section(cfg.model, vocab_size=data.vocab_size, heads=heads)
-        if model_cfg.max_position_embeddings < data.seq_length:
-            raise ConfigError(
-                f"model max_position_embeddings {model_cfg.max_position_embeddings} < data sequence length "
-                f"{data.seq_length}; set model.max_position_embeddings >= {data.seq_length}"
-            )
-        engine.micro_batching(cfg.data.batch_size, cfg.data.micro_batch_size)  # fail before building anything
-        torch.manual_seed(cfg.train.seed)
-        model = LeanbertModel(model_cfg).to(device)
+        init_report = None
+        if cfg.init is None:
+            model_cfg = resolve_model_section(cfg.model, vocab_size=data.vocab_size, heads=heads)
+            if model_cfg.max_position_embeddings < data.seq_length:
+                raise ConfigError(
+                    f"model max_position_embeddings {model_cfg.max_position_embeddings} < data sequence length "
+                    f"{data.seq_length}; set model.max_position_embeddings >= {data.seq_length}"
+                )
+            engine.micro_batching(cfg.data.batch_size, cfg.data.micro_batch_size)  # fail before building anything
+            torch.manual_seed(cfg.train.seed)
+            model = LeanbertModel(model_cfg)
+        else:
+            engine.micro_batching(cfg.data.batch_size, cfg.data.micro_batch_size)
+            model, init_report = init_model(cfg.init, data_tokenizer=data.tokenizer_dir, seq_length=data.seq_length,
+                                            heads=heads, overrides=cfg.model, seed=cfg.train.seed)
+            model_cfg = model.config
+            # The run's model section is the checkpoint's config as built (what a resume compares).
+            config_dump["model"] = model_cfg.model_dump(mode="json")
+            if engine.is_main:
+                from leanbert.train.state import list_checkpoints
+
+                existing = list_checkpoints(output_dir)
+                notes = ([f"{output_dir} holds checkpoints of this run: resuming from {existing[-1].name}, "
+                          f"not from {cfg.init}"] if existing else
+                         [f"starting from the weights of {cfg.init} (fresh optimiser and schedule)",
+                          *init_report.messages()])
+                for note in notes:
+                    print(f"note: {note}", file=sys.stderr, flush=True)
+        model = model.to(device)
         if cfg.train.speedups:
             optimize(model, for_training=True)
         td_cfg = cfg.token_dropping
@@ -257,9 +460,11 @@ def pretrain(cfg: PretrainConfig, data_dir: str | Path, output_dir: str | Path, 
         if engine.is_main:
             from leanbert.checkpoint import save_pretrained
 
-            save_pretrained(model, model_dir, tokenizer_dir=data.tokenizer_dir,
-                            metadata={"pretrain_steps": fit.state.step, "tokens_seen": fit.state.tokens_seen,
-                                      "token_dropping": cfg.token_dropping.method})
+            metadata = {"pretrain_steps": fit.state.step, "tokens_seen": fit.state.tokens_seen,
+                        "token_dropping": cfg.token_dropping.method}
+            if init_report is not None:
+                metadata["init"] = init_report.metadata()
+            save_pretrained(model, model_dir, tokenizer_dir=data.tokenizer_dir, metadata=metadata)
         from leanbert.train.distributed import barrier
 
         barrier()
