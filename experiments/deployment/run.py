@@ -128,6 +128,17 @@ def run_one(task: str, seed: int, args: argparse.Namespace, minilm: Path) -> dic
     return {"task": task, "seed": seed, "metrics": metrics, "onnx_file_bytes": sizes, "seconds": timings}
 
 
+def majority_baseline(glue: Path, task: str) -> float | None:
+    """Dev accuracy of always predicting the most frequent dev label (what a model that learned
+    nothing scores): the yardstick for how much a fine-tuned model learned."""
+    path = glue / TASKS[task] / "dev.tsv"
+    if not path.is_file():
+        return None
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8-sig").splitlines()[1:] if line.strip()]
+    labels = [r[0] if task == "mrpc" else r[-1] for r in rows]
+    return max(labels.count(x) for x in set(labels)) / len(labels)
+
+
 def accuracy_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per task and metric: the mean over seeds of each variant, and of its change from PyTorch fp32
     (points, x100), with each seed's change."""
@@ -320,6 +331,15 @@ def report(results: dict[str, Any]) -> str:
                                  f" | {e['delta_points_mean']:+.2f} | "
                                  f"{', '.join(f'{d:+.2f}' for d in e['delta_points_per_seed'])} |")
                 lines.append("")
+        base = results.get("dev_majority_accuracy", {})
+        for task, t in acc.items():
+            fp32 = t["metrics"].get("accuracy", {}).get("pytorch-fp32", {}).get("mean")
+            if base.get(task) is not None and fp32 is not None:
+                lines += [f"{task}: fp32 dev accuracy {100 * fp32:.2f} against {100 * base[task]:.2f} for always "
+                          f"predicting the majority dev label ({100 * (fp32 - base[task]):+.2f} points)."
+                          + (" The model learned little beyond the label prior, so its int8 changes say little "
+                             "about quantization error on a well-trained model." if fp32 - base[task] < 0.05 else ""),
+                          ""]
         worst = min((e["delta_points_mean"], task, metric, v) for task, t in acc.items()
                     for metric, entry in t["metrics"].items() for v, e in entry.items() if "int8" in v)
         lines += [f"Largest mean int8 loss: {worst[0]:+.2f} points ({worst[1]} {worst[2]}, {worst[3]}). "
@@ -327,8 +347,10 @@ def report(results: dict[str, Any]) -> str:
                      "fine-tuning is not needed for these models." if worst[0] >= -1.0 else
                      "At least one int8 variant loses more than 1 point on average: the case for "
                      "quantization-aware fine-tuning (`--set qat=true`)."),
-                  f"With {len(s['seeds'])} seeds, differences of a few tenths of a point are within seed noise "
-                  "(see the per-seed columns).", ""]
+                  "Each change compares int8 with fp32 on the same checkpoint (paired); the per-seed columns show "
+                  f"how it varies over the {len(s['seeds'])} seeds. One dev example is "
+                  + ", ".join(f"{100 / n:.2f} points on {t}" for t, n in results.get("dev_examples", {}).items())
+                  + ".", ""]
     lines += ["## Files", "", "- `results.json`: everything above; `inference.json`: the benchmark's full output "
               "(all latencies, p50/p90/p99 at each length, versions)",
               "- `inference.png` (latency per candidate and length), `size_latency.png`, `accuracy.png`", ""]
@@ -365,6 +387,11 @@ def main(argv: list[str]) -> int:
                                         "parallel_runs": args.jobs, "predict_test": False}
         results["accuracy_runs"] = runs
         results["accuracy"] = accuracy_summary(runs)
+    if "accuracy" in results:
+        results["dev_majority_accuracy"] = {t: majority_baseline(args.glue, t) for t in results["accuracy"]}
+        results["dev_examples"] = {t: sum(1 for line in (args.glue / TASKS[t] / "dev.tsv").read_text(
+            encoding="utf-8-sig").splitlines()[1:] if line.strip()) for t in results["accuracy"]
+            if (args.glue / TASKS[t] / "dev.tsv").is_file()}
     results["plots"] = plots(results)
     atomic_write_json(args.output, results)
     atomic_write_text(HERE / "report.md", report(results))
