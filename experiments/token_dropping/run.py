@@ -51,6 +51,9 @@ VARIANTS: dict[str, dict[str, object]] = {
     "token-keepall": {"method": "token", "keep_masked_positions": True},
     "none-matched": {"method": "none"},
 }
+# Settings a finished run's record depends on: records made with others are not reused.
+RECORD_KEYS = ("books", "vocab", "length", "layers", "hidden", "heads", "batch", "steps", "lr", "warmup", "keep",
+               "eval_every", "eval_batches", "ft_lrs", "ft_epochs", "ft_length", "sst2_train", "no_finetune")
 GLUE = {"sst2": ("SST-2", "accuracy"), "mrpc": ("MRPC", "f1"), "cola": ("CoLA", "matthews_correlation")}
 
 
@@ -525,15 +528,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"held-out unigram entropy {unigram['heldout_unigram_entropy']:.3f} nats; a frequency-only model "
           f"scores {unigram['train_unigram_ce_on_eval_targets']:.3f} on the held-out MLM targets", flush=True)
     calib_path = work / "step_seconds.json"
-    records = work / "records"
+    # Finished runs' records (curves, scores, GLUE): small, committed next to this file, so that a
+    # run finished in one session counts in the next (the work dir with checkpoints is not kept).
+    records = (work if args.quick else HERE) / "records"
     records.mkdir(exist_ok=True)
+
+    # What a record must have been made with to count (a changed setting makes it stale).
+    setup = {k: v for k, v in vars(args).items() if k in RECORD_KEYS}
 
     def finished() -> list[dict]:
         runs = []
         for variant, seed in plan(args):
             path = records / f"{variant}-seed{seed}.json"
             if path.is_file():
-                runs.append(json.loads(path.read_text()))
+                run = json.loads(path.read_text())
+                if run.get("setup") == setup:
+                    runs.append(run)
         return runs
 
     def write() -> None:
@@ -579,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             if not args.no_finetune:
                 run["glue"] = finetune_all(args, run, work)
+            run["setup"] = setup
             atomic_write_json(records / f"{name}.json", run)
             write()
             progressed = True
