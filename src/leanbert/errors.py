@@ -35,6 +35,11 @@ class DataError(LeanbertError):
     """An input data file is missing, empty, malformed or not UTF-8."""
 
 
+class MissingDependency(LeanbertError):
+    """An optional package that this feature needs is not installed (the message gives the
+    pip command)."""
+
+
 class NotBuiltError(LeanbertError):
     """A pipeline stage that this version of leanbert does not implement yet."""
 

@@ -105,7 +105,7 @@ import torch
 from torch import nn
 
 from leanbert import __version__
-from leanbert.errors import ConfigError, DataError, LeanbertError
+from leanbert.errors import ConfigError, DataError, LeanbertError, MissingDependency
 
 __all__ = [
     "export_onnx", "OnnxModel", "read_card", "calibration_batches", "fold_mobilebert_no_norm",
@@ -129,10 +129,6 @@ QUANTIZED_OPS = ("MatMul", "Gather")
 CALIBRATION_BATCH = 8
 _HEAD_OUTPUTS = {"mlm": ("mlm_logits",), "nsp": ("nsp_logits",), "classifier": ("logits",),
                  "span_qa": ("start_logits", "end_logits")}
-
-
-class MissingDependency(LeanbertError):
-    """An optional package that this feature needs is not installed."""
 
 
 class ParityError(RuntimeError):

@@ -99,7 +99,7 @@ def require_torchao() -> None:
     try:
         import torchao  # noqa: F401
     except ImportError:
-        from leanbert.deploy.onnx import MissingDependency
+        from leanbert.errors import MissingDependency
 
         raise MissingDependency(
             "PyTorch int8 with torchao (and quantization-aware training) needs torchao, which is not "
