@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from leanbert.data.shards import auto_workers
     from leanbert.data.tokenizer import resolve_tokenizer, train_tokenizer
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import with_provenance
 
     try:
         tok, tok_name = resolve_tokenizer("bert-base-uncased"), "bert-base-uncased"
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokenisation": tok_res,
         "loader": load_res,
     }
-    atomic_write_json(args.output, result)
+    atomic_write_json(args.output, with_provenance(result, ROOT))
     print(f"\nwrote {args.output}")
     return 0
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: provenance() records its commit
 RESULTS = Path(__file__).resolve().parent / "results" / "distill.json"
 
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         run_encoder,
     )
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import with_provenance
     from leanbert.train.optim import build_optimizer
 
     cfg = load_distill_config("mobilebert", ["transfer.steps_per_stage=1", "pretrain_distill.steps=1"])
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "meets_target": ratio <= args.target, "all": times})
         print(f"{layer + 1:<7} {med['teacher']:>14.3f} {med['student']:>14.3f} {med['step']:>8.3f} {ratio:>12.2f}x",
               flush=True)
-    atomic_write_json(args.output, report)
+    atomic_write_json(args.output, with_provenance(report, ROOT))
     print(f"wrote {args.output}")
     return 0
 

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: provenance() records its commit
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune.json"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 TASK_DIRS = {"sst2": "SST-2", "mrpc": "MRPC"}
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from leanbert.data.tokenizer import load_tokenizer
     from leanbert.errors import ConfigError
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import with_provenance
     from leanbert.tasks import glue
     from leanbert.tasks.finetune import FinetuneConfig, encode_glue
     from leanbert.tasks.registry import get_task
@@ -413,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
 
-    atomic_write_json(args.output, {
+    atomic_write_json(args.output, with_provenance({
         "benchmark": "finetune",
         "settings": {"task": task.name, "data": str(data), "examples": n, "epochs": 1, "batch": args.batch,
                      "max_seq_length": args.seq, "padded_width_mean": statistics.fmean(widths),
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "first_step_loss_check": check,
         "leanbert_has_precision": has_precision,
         "notes": notes,
-    })
+    }, ROOT))
     print(f"wrote {args.output}")
     return 0
 

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: provenance() records its commit
 RESULTS = HERE / "results" / "inference.json"
 OPTIMUM_VENV = HERE / ".venv-optimum"
 OPTIMUM_REQUIREMENTS = ("torch==2.13.0", "optimum-onnx[onnxruntime]==0.1.0")
@@ -492,6 +493,7 @@ def main(argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import with_provenance
 
     started = time.perf_counter()
     shapes = [(1, n) for n in args.lengths] + ([(args.batch, args.batch_length)] if args.batch else [])
@@ -549,7 +551,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         why = plot(result, png)
         result["plot"] = str(png) if why is None else f"not written: {why}"
-    atomic_write_json(args.output, result)
+    atomic_write_json(args.output, with_provenance(result, ROOT))
     print(f"wrote {args.output}" + ("" if args.no_plot else f" and {png}"))
     return 0
 

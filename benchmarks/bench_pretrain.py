@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: provenance() records its commit
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = {
     "bert-small": dict(hidden_size=512, num_layers=4, num_heads=8, intermediate_size=2048),
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=RESULTS / "pretrain.json", help="JSON output (default: %(default)s)")
     args = p.parse_args(argv)
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import with_provenance
 
     report = {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__, "runs": []}
     print(f"{'shape':<11} {'candidate':<19} {'step s':>8} {'tokens/s':>10} {'vs HF fp32':>10} {'MFU':>6}")
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         lfl = r["like_for_like"]
         print(f"{shape:<11} like for like: model alone fp32 {lfl['model_alone_fp32']:.2f}x, "
               f"full path bf16 + fused AdamW {lfl['full_path_bf16_fused']:.2f}x", flush=True)
-    atomic_write_json(args.output, report)
+    atomic_write_json(args.output, with_provenance(report, ROOT))
     print(f"wrote {args.output}")
     return 0
 

@@ -34,8 +34,10 @@ import torch
 import leanbert
 from leanbert.algorithms.token_dropping import TokenDropping
 from leanbert.io import atomic_write_json
+from leanbert.provenance import with_provenance
 from leanbert.train.pretrain import MLMObjective
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: provenance() records its commit
 RESULTS = Path(__file__).resolve().parent / "results" / "token_dropping.json"
 CLS, SEP, MASK, FIRST_WORD = 101, 102, 103, 999
 
@@ -196,7 +198,7 @@ def main(argv: list[str]) -> int:
         "results": rows,
         "all_met": all(r["meets_target"] for r in rows),
     }
-    atomic_write_json(args.output, result)
+    atomic_write_json(args.output, with_provenance(result, ROOT))
     print(f"wrote {args.output}")
     return 0
 

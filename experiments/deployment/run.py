@@ -393,6 +393,9 @@ def main(argv: list[str]) -> int:
             encoding="utf-8-sig").splitlines()[1:] if line.strip()) for t in results["accuracy"]
             if (args.glue / TASKS[t] / "dev.tsv").is_file()}
     results["plots"] = plots(results)
+    from leanbert.provenance import with_provenance
+
+    results = with_provenance(results, HERE.parents[1])
     atomic_write_json(args.output, results)
     atomic_write_text(HERE / "report.md", report(results))
     print(f"wrote {args.output}, {HERE / 'report.md'} and {', '.join(results['plots'])}")

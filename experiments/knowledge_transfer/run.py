@@ -248,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     summary["teacher"] = {"final_mlm_loss": teacher["final_mlm_loss"], "train_flops": teacher["train_flops"],
                           "train_seconds": teacher["train_seconds"], "steps": teacher["steps"]}
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import provenance
 
-    atomic_write_json(dest / "results.json", {"settings": vars(args), "summary": summary, "runs": runs,
+    atomic_write_json(dest / "results.json", {"provenance": provenance(HERE.parents[1]),
+                                              "settings": vars(args), "summary": summary, "runs": runs,
                                               "teacher": teacher})
     plot(runs, dest)
     print(json.dumps(summary, indent=2))

@@ -510,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     import fcntl
 
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import provenance, with_provenance
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -553,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
                   "unigram": unigram, "step_seconds_calibrated": step_seconds,
                   "summary": summarise(runs, unigram, step_seconds), "runs": runs,
                   "complete": len(runs) == len(plan(args))}
-        atomic_write_json(dest / "results.json", report)
+        atomic_write_json(dest / "results.json", with_provenance(report, HERE.parents[1]))
         if runs:
             plot(runs, dest, step_seconds)
 
@@ -590,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_finetune:
                 run["glue"] = finetune_all(args, run, work)
             run["setup"] = setup
+            run["provenance"] = provenance(HERE.parents[1])
             atomic_write_json(records / f"{name}.json", run)
             write()
             progressed = True
