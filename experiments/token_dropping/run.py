@@ -155,8 +155,13 @@ def pretrain_run(args, data: Path, out: Path, variant: str, seed: int, steps: in
 
     cfg = load_pretrain_config("demo", pretrain_sets(args, variant, seed, steps))
     if not (out / "model" / "config.json").is_file():
+        from leanbert.train.pretrain import Interrupted
+
         t0 = time.perf_counter()
-        result = pretrain(cfg, data, out)
+        try:
+            result = pretrain(cfg, data, out)
+        except Interrupted as e:  # SIGINT / SIGTERM: a checkpoint was saved
+            sys.exit(f"{out.name}: {e}")
         if result.interrupted:
             sys.exit(f"{out.name}: interrupted at step {result.steps}; rerun to resume")
         print(f"  pretrained {out.name} in {time.perf_counter() - t0:.0f}s", flush=True)
