@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from leanbert.provenance import cpu_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: provenance() records its commit
 RESULTS = HERE / "results" / "inference.json"
@@ -386,16 +388,6 @@ def targets(times: dict[str, list[float]], missing: dict[str, str]) -> dict[str,
 # --------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def versions() -> dict[str, str]:
