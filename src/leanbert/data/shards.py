@@ -251,9 +251,44 @@ def _in_background(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     in-process tokenisation (reading and sentence splitting, flattening the encodings) run while
     ``encode_batch`` (Rust, GIL released) works. Errors reach the consumer; a consumer that
     stops early stops the thread."""
-    from leanbert.data.loader import _prefetched
+    import queue
+    import threading
 
-    return _prefetched(items, depth)
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as e:  # hand the error to the consumer
+            put(e)
+
+    thread = threading.Thread(target=work, daemon=True, name="leanbert-reader")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
