@@ -25,14 +25,13 @@ as possible in contiguous blocks (a rank may then get one sample fewer, or none)
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from leanbert.data.background import in_background
 from leanbert.data.shards import read_manifest
 from leanbert.errors import ConfigError, DataError
 
@@ -208,7 +207,7 @@ class ShardLoader:
 
     def __iter__(self) -> Iterator[Any]:
         self.next_index = self.start_index
-        source = self._produce() if self.prefetch <= 0 else _prefetched(self._produce(), self.prefetch)
+        source = self._produce() if self.prefetch <= 0 else in_background(self._produce(), self.prefetch, name="leanbert-loader")
         try:
             for g0, batch in source:
                 self.next_index = g0 + self.global_batch if self.loop or g0 + self.global_batch <= self.num_samples else self.num_samples
@@ -223,41 +222,3 @@ class ShardLoader:
         return {"next_index": self.next_index, "world_size": self.world_size, "batch_size": self.batch_size}
 
 
-def _prefetched(items: Iterator[Any], depth: int) -> Iterator[Any]:
-    """Run ``items`` in a background thread, ``depth`` items ahead (numpy releases the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(done)
-        except BaseException as e:  # hand the error to the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=work, daemon=True, name="leanbert-loader")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)

@@ -61,6 +61,7 @@ import numpy as np
 from pydantic import Field
 
 from leanbert.config import StrictConfig, validate
+from leanbert.data.background import in_background
 from leanbert.data.corpus import Source, file_sha256, find_sources, read_documents, split_sentences
 from leanbert.data.tokenizer import (
     resolve_tokenizer,
@@ -244,51 +245,6 @@ def tokenize_documents(tok, docs: Sequence[str]) -> tuple[np.ndarray, np.ndarray
 
 def _tokenize_task(docs: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tokenize_documents(_WORKER_TOKENIZER, docs)
-
-
-def _in_background(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """``items`` produced by a background thread, ``depth`` ahead, so that the Python stages of
-    in-process tokenisation (reading and sentence splitting, flattening the encodings) run while
-    ``encode_batch`` (Rust, GIL released) works. Errors reach the consumer; a consumer that
-    stops early stops the thread."""
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(done)
-        except BaseException as e:  # hand the error to the consumer
-            put(e)
-
-    thread = threading.Thread(target=work, daemon=True, name="leanbert-reader")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 @dataclass
@@ -495,8 +451,8 @@ def tokenize_sources(
                     if pool is None:
                         # Three stages at once: a thread reads and splits chunk k+2 (Python), one
                         # encodes chunk k+1 (Rust, GIL released), this one flattens chunk k.
-                        encoded = _in_background((_encode(tok, sentences, per_doc), sentences, per_doc, n)
-                                                 for sentences, per_doc, n in _in_background(segmented(chunks)))
+                        encoded = in_background((_encode(tok, sentences, per_doc), sentences, per_doc, n)
+                                                 for sentences, per_doc, n in in_background(segmented(chunks)))
                         for encs, sentences, per_doc, n in encoded:
                             writer.add(*flatten_encodings(encs, per_doc, tok, sentences))
                             bar.update(n)
