@@ -187,6 +187,17 @@ def test_the_mobilebert_graph_holds_folded_weights_not_nonorm_parameters(exporte
     assert [n for n, m in norms.items() if in_graph(m.weight)] == sorted(residual, key=list(norms).index)
 
 
+@pytest.mark.parametrize("name", ["bert-multi", "mobilebert-reg"])
+def test_attention_is_exported_with_an_additive_mask_and_no_nan_guard(exported, name):
+    import onnx
+
+    _, out = exported(name)
+    ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+    assert ops.count("Softmax") == 1  # one layer
+    assert "IsNaN" not in ops  # SDPA's guard for fully masked rows, with its Where on the scores
+    assert ops.count("Where") <= 1  # at most the boolean-to-additive mask, once per layer
+
+
 # ----------------------------------------------------------------------------------------
 # int8: dynamic on a real model and real dev data, static with calibration
 # ----------------------------------------------------------------------------------------
