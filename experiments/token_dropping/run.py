@@ -635,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-finetune", action="store_true")
     p.add_argument("--calibrate", action="store_true", help="measure per-step times interleaved (run on a quiet machine)")
     p.add_argument("--quick", action="store_true", help="write results to the work dir, not next to this file")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite results.json, report.md and the plots from the finished runs' records, run nothing")
     args = p.parse_args(argv)
     if not SHARED.is_dir():
         sys.exit(f"real data not found at {SHARED}")
@@ -691,6 +693,10 @@ def main(argv: list[str] | None = None) -> int:
             plot(runs, dest, step_seconds)
             write_report(report, dest)
 
+    if args.report_only:
+        write()
+        print(f"wrote {dest / 'results.json'} and report.md from {len(finished())} finished runs")
+        return 0
     if args.threads:
         import torch
 
