@@ -21,7 +21,7 @@ from leanbert.cli import STAGES, build_parser
 from leanbert.cli.bench import available
 
 LEANBERT = Path(sys.executable).with_name("leanbert")
-NOT_BUILT = {"report"}
+NOT_BUILT: set[str] = set()
 TINY_MODEL = ["model.preset=bert-tiny", "model.hidden_size=32", "model.num_heads=2", "model.intermediate_size=64",
               "model.max_position_embeddings=32"]
 
@@ -202,6 +202,14 @@ def test_demo_runs_end_to_end_on_a_toy_setting(corpus, work):
                    *sets(*TINY_MODEL, "train.max_steps=4", "eval.every=2", "eval.batches=2", "log.progress=false",
                          "data.batch_size=8")).stdout
     assert "held-out MLM loss" in out and (work / "demo" / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_report_renders_the_inputs_that_are_there(work):
+    out = work / "report"
+    leanbert("report", "--no-run", "--no-readme", "--output", str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert {i["key"] for i in summary["inputs"]} >= {"bench:pretrain", "exp:deployment"}
 
 
 @pytest.mark.slow

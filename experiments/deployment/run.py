@@ -65,7 +65,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="(task, seed) runs at a time, one thread each (on a shared 2-core machine one thread per "
                         "process is ~4x faster than two threads that wait on each other)")
     p.add_argument("--skip-accuracy", action="store_true", help="keep the accuracy part of an earlier results.json")
-    p.add_argument("--output", type=Path, default=HERE / "results.json")
+    p.add_argument("--output", type=Path, default=HERE / "results.json",
+                   help="results JSON; report.md and the plots are written beside it (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -186,7 +187,7 @@ def deployment_summary(bench: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def plots(results: dict[str, Any]) -> list[str]:
+def plots(results: dict[str, Any], dest: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +204,7 @@ def plots(results: dict[str, Any]) -> list[str]:
         fig.tight_layout()
         fig.savefig(buf, format="png", dpi=120)
         plt.close(fig)
-        atomic_write_bytes(HERE / name, buf.getvalue())
+        atomic_write_bytes(dest / name, buf.getvalue())
         written.append(name)
 
     dep = results.get("deployment")
@@ -392,13 +393,15 @@ def main(argv: list[str]) -> int:
         results["dev_examples"] = {t: sum(1 for line in (args.glue / TASKS[t] / "dev.tsv").read_text(
             encoding="utf-8-sig").splitlines()[1:] if line.strip()) for t in results["accuracy"]
             if (args.glue / TASKS[t] / "dev.tsv").is_file()}
-    results["plots"] = plots(results)
+    dest = args.output.parent  # report.md and the plots go beside the results
+    dest.mkdir(parents=True, exist_ok=True)
+    results["plots"] = plots(results, dest)
     from leanbert.provenance import with_provenance
 
     results = with_provenance(results, HERE.parents[1])
     atomic_write_json(args.output, results)
-    atomic_write_text(HERE / "report.md", report(results))
-    print(f"wrote {args.output}, {HERE / 'report.md'} and {', '.join(results['plots'])}")
+    atomic_write_text(dest / "report.md", report(results))
+    print(f"wrote {args.output}, {dest / 'report.md'} and {', '.join(results['plots'])}")
     return 0
 
 
