@@ -449,7 +449,7 @@ def write_report(report: dict, dest: Path) -> None:
         out.append("No no-dropping run has finished yet: the criterion cannot be checked.")
     out += ["", "## Results", "",
             "Median [min, max] (number of seeds). Loss in nats, FLOPs analytic (training steps only).", "",
-            "| variant | seeds | held-out loss | with dropping | MLM accuracy | FLOPs (P) | FLOPs saved | "
+            "| variant | seeds | held-out loss | with dropping | MLM accuracy | TFLOPs | FLOPs saved | "
             "measured time saved | SST-2 acc | MRPC F1 | CoLA MCC |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for variant in VARIANTS:
         row = rows.get(variant)
@@ -459,7 +459,7 @@ def write_report(report: dict, dest: Path) -> None:
         out.append(
             f"| {variant} | {','.join(map(str, row['seeds']))} | {_fmt(row['final_mlm_loss'])} | "
             f"{_fmt(row.get('final_mlm_loss_with_dropping'))} | {_fmt(row['final_mlm_accuracy'])} | "
-            f"{row['train_flops']['median'] / 1e15:.1f} | "
+            f"{row['train_flops']['median'] / 1e12:.1f} | "
             + (f"{row['flop_saving_vs_none']:.1%}" if "flop_saving_vs_none" in row else "–") + " | "
             + (f"{row['measured_time_saving_vs_none']:.1%}" if "measured_time_saving_vs_none" in row else "–") + " | "
             + " | ".join(_fmt(row.get(f"{t}_{m}_best_lr"), 100, 1) for t, (_, m) in GLUE.items()) + " |")
