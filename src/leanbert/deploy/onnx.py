@@ -52,7 +52,7 @@ For MobileBERT, the same ``FusedMatMul``; the folded NoNorm's ``Mul`` + ``Add`` 
 inputs). Attention is exported as written-out products with an additive key mask
 (:class:`AdditiveMaskAttention`: the SDPA export added a ``Where`` on the scores and an ``IsNaN``
 + ``Where`` guard per layer; MobileBERT's graph after ORT's optimisation lost 25 ``Where``, 48
-``Reshape``, 72 ``Slice``, 24 ``Transpose`` and 47 ``Concat``/``Shape`` nodes with it), but it
+``Reshape``, 72 ``Slice``, 24 ``Transpose``, 47 ``Concat`` and 24 ``Shape`` nodes with it), but it
 is still not fused into ORT's ``Attention`` op for either family (the fused QKV projection and
 its split do not match the fusion patterns). ORT's offline
 transformer optimiser (``onnxruntime.transformers.optimizer``, model_type ``bert``) adds
