@@ -81,9 +81,3 @@ def test_bad_checkpoint_is_one_line_without_traceback(tmp_path, make_bad, expect
 def test_import_leanbert_is_light_and_has_no_side_effects():
     code = "import sys, leanbert; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-
-
-def test_not_built_stage_says_so_in_one_line(capsys):
-    assert main(["report"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not built yet" in err[0]

@@ -364,6 +364,22 @@ def test_cli_full_mode_runs_a_missing_input_and_records_where_it_came_from(tmp_p
     assert row["ours"] == "0.73x memory, 1.25x time"
 
 
+def test_cli_full_mode_starts_no_input_longer_than_an_hour_unless_asked(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from leanbert.report import regenerate
+
+    root = fake_checkout(tmp_path / "checkout", {})
+    long_job = dataclasses.replace(_writer_job("exp:activation_checkpointing", ACTIVATION), full_minutes=61)
+    monkeypatch.setattr(regenerate, "JOBS", (long_job,))
+    code, out, _ = run_cli(monkeypatch, capsys, root, "--output", str(tmp_path / "out"), "--no-readme")
+    assert code == 0 and "Not run (expected ~61 min > --max-minutes 60)" in out
+    assert not (root / SPECS["exp:activation_checkpointing"].path).exists()
+    code, out, _ = run_cli(monkeypatch, capsys, root, "--output", str(tmp_path / "out2"), "--no-readme",
+                           "--max-minutes", "90")
+    assert code == 0 and (root / SPECS["exp:activation_checkpointing"].path).is_file()
+
+
 def test_cli_a_run_that_fails_is_listed_and_exits_1(tmp_path, monkeypatch, capsys):
     from leanbert.report import regenerate
 

@@ -26,6 +26,10 @@ def _expected_times() -> str:
     return "\n".join(lines)
 
 
+# Full mode starts nothing expected to take longer unless asked (--max-minutes).
+DEFAULT_MAX_MINUTES = 60.0
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "report",
@@ -50,7 +54,9 @@ def register(sub) -> None:
     p.add_argument("--no-run", action="store_true", help="full mode: report the inputs that are there, run nothing")
     p.add_argument("--refresh-stale", action="store_true", help="full mode: also rerun the inputs that are stale")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
-                   help="full mode: do not start an input expected to take longer than M minutes (it stays missing)")
+                   help=f"full mode: do not start an input expected to take longer than M minutes (it stays missing "
+                        f"and the report says how to make it; default {DEFAULT_MAX_MINUTES:g}: the token-dropping "
+                        "replication, ~6 hours, runs only when asked, e.g. --max-minutes 400)")
     p.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
                    help="rewrite the README's headline table from the new summary.json (default: only when "
                         "writing the checkout's report/ in full mode)")
@@ -144,13 +150,13 @@ def run(args: argparse.Namespace) -> int:
         wanted = {r.spec.key for r in records if not r.spec.superseded and (
             r.status == collect.MISSING or (args.refresh_stale and r.status == collect.STALE))}
         jobs = [j for j in JOBS if j.key in wanted]
-        if args.max_minutes is not None:
-            for j in [j for j in jobs if j.full_minutes > args.max_minutes]:
-                line = (f"Not run (expected ~{j.full_minutes:g} min > --max-minutes {args.max_minutes:g}): "
-                        f"`{j.spec.path}`; to make it: `{'` then `'.join(full_commands(j, root))}`.")
-                notes.append(line)
-                print(line.replace("`", ""))
-            jobs = [j for j in jobs if j.full_minutes <= args.max_minutes]
+        limit = DEFAULT_MAX_MINUTES if args.max_minutes is None else args.max_minutes
+        for j in [j for j in jobs if j.full_minutes > limit and not args.no_run]:
+            line = (f"Not run (expected ~{j.full_minutes:g} min > --max-minutes {limit:g}): "
+                    f"`{j.spec.path}`; to make it: `{'` then `'.join(full_commands(j, root))}`.")
+            notes.append(line)
+            print(line.replace("`", ""))
+        jobs = [j for j in jobs if j.full_minutes <= limit or args.no_run]
         if args.dry_run and not jobs:
             print("nothing to run: every input is there" + ("" if args.refresh_stale else
                                                            " (stale ones rerun with --refresh-stale)"))
