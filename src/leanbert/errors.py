@@ -40,10 +40,6 @@ class MissingDependency(LeanbertError):
     pip command)."""
 
 
-class NotBuiltError(LeanbertError):
-    """A pipeline stage that this version of leanbert does not implement yet."""
-
-
 class RunFailed(LeanbertError):
     """A run that had started failed (it diverged, or bad data turned up mid-run): exit 1,
     so that scripts can tell it from a usage or configuration error (exit 2)."""

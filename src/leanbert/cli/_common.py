@@ -3,18 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-
-from leanbert.errors import NotBuiltError
-
-
-def not_built(command: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    """A command body for a stage that is not built yet: one line, non-zero exit."""
-
-    def run(args: argparse.Namespace) -> int:
-        raise NotBuiltError(f"'{command}' is not built yet in this version of leanbert ({issue})")
-
-    return run
 
 
 def add_set_option(parser: argparse.ArgumentParser) -> None:
