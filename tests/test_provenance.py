@@ -31,4 +31,23 @@ def test_outside_a_checkout_the_commit_is_none(tmp_path):
 
 def test_with_provenance_adds_the_block_and_keeps_the_result(tmp_path):
     out = with_provenance({"speedup": 1.5}, tmp_path)
-    assert out["speedup"] == 1.5 and set(out["provenance"]) == {"created", "commit", "dirty", "command", "machine", "versions"}
+    assert out["speedup"] == 1.5 and set(out["provenance"]) == {"created", "commit", "dirty", "dirty_paths", "command", "machine",
+                                                                "versions"}
+
+
+def test_dirty_paths_name_the_modified_tracked_files(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "a.py").write_text("1\n")
+    (tmp_path / "b b.txt").write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "one")
+    assert provenance(tmp_path)["dirty_paths"] == [] and provenance(tmp_path)["dirty"] is False
+    (tmp_path / "a.py").write_text("2\n")
+    (tmp_path / "b b.txt").write_text("2\n")
+    (tmp_path / "new.txt").write_text("untracked\n")
+    p = provenance(tmp_path)
+    assert p["dirty"] is True and p["dirty_paths"] == ["a.py", "b b.txt"]

@@ -218,6 +218,20 @@ def test_a_result_made_from_uncommitted_changes_is_stale(tmp_path, repo):
     assert r.status == collect.STALE and "uncommitted changes" in r.reason
 
 
+def test_uncommitted_changes_only_to_files_it_does_not_depend_on_keep_a_result_ok(tmp_path, repo):
+    repo, first = repo
+    p = {**prov(first, dirty=True), "dirty_paths": ["README.md", "experiments/token_dropping/results.json"]}
+    r = record_of(tmp_path, "bench:pretrain", PRETRAIN, p, Git(repo))
+    assert r.status == collect.OK
+
+
+def test_uncommitted_changes_to_the_measured_code_make_a_result_stale(tmp_path, repo):
+    repo, first = repo
+    p = {**prov(first, dirty=True), "dirty_paths": ["README.md", "src/leanbert/models/bert.py"]}
+    r = record_of(tmp_path, "bench:pretrain", PRETRAIN, p, Git(repo))
+    assert r.status == collect.STALE and "src/leanbert/models/bert.py" in r.reason
+
+
 def test_a_result_without_provenance_cannot_be_told(tmp_path, repo):
     repo, _ = repo
     r = record_of(tmp_path, "bench:pretrain", PRETRAIN, None, Git(repo))

@@ -51,6 +51,10 @@ def provenance(root: str | Path | None = None) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "commit": commit,
         "dirty": bool(status) if commit else None,
+        # which tracked files differed from the commit (a report tells a change to the measured
+        # code from, say, an experiment's own results being rewritten)
+        "dirty_paths": sorted(p for p in (_git(root, "diff", "--name-only", "-z", "HEAD") or "").split("\0") if p)
+        if status else [],
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "system": platform.system(),
                     "arch": platform.machine()},

@@ -167,7 +167,13 @@ def freshness(prov: dict[str, Any] | None, spec: InputSpec, git: Git) -> tuple[s
         return UNKNOWN, "its provenance has no commit (made outside a git checkout)"
     short = commit[:7]
     if prov.get("dirty"):
-        return STALE, f"made from uncommitted changes on top of {short}"
+        paths = prov.get("dirty_paths")
+        if paths is None:  # written before provenance listed them
+            return STALE, f"made from uncommitted changes on top of {short}"
+        touched = [p for p in paths if any(p == d or p.startswith(d.rstrip("/") + "/") for d in spec.depends_on)]
+        if touched:
+            more = f" and {len(touched) - 2} more" if len(touched) > 2 else ""
+            return STALE, f"made from uncommitted changes to {', '.join(touched[:2])}{more} on top of {short}"
     if not git.available:
         return UNKNOWN, f"git is not available here, so {short} cannot be compared with this checkout"
     if git.head is None:
