@@ -387,7 +387,7 @@ def headline(records: list[Record]) -> list[dict[str, str]]:
         v = r.figures["variants"]
         rows.append(_headline_row(what, f"{v['token']['final_loss']['median']:.3f} vs "
                                         f"{v['none']['final_loss']['median']:.3f} nats "
-                                        f"({v['token']['final_loss']['n']} seeds)"
+                                        f"({v['token']['final_loss']['n']} seed{'' if v['token']['final_loss']['n'] == 1 else 's'})"
                                         + ("" if r.figures.get("complete") is not False else ", partial"),
                                   "similar GLUE / SQuAD at 25% less cost", r))
     else:
