@@ -41,7 +41,10 @@ def provenance(root: str | Path | None = None) -> dict[str, Any]:
     of the libraries that are loaded."""
     root = Path(root) if root is not None else Path.cwd()
     commit = _git(root, "rev-parse", "HEAD")
-    status = _git(root, "status", "--porcelain", "--untracked-files=no") if commit else None
+    # tracked files that differ from the commit (staged or not; untracked files do not count): a
+    # report tells a change to the measured code from, say, an experiment's results being rewritten
+    changed = _git(root, "diff", "--name-only", "-z", "HEAD") if commit else None
+    dirty_paths = sorted(p for p in (changed or "").split("\0") if p)
     versions = {"python": platform.python_version()}
     for name in ("leanbert", "torch", "transformers", "onnxruntime", "tokenizers", "torchao"):
         module = sys.modules.get(name)
@@ -50,11 +53,8 @@ def provenance(root: str | Path | None = None) -> dict[str, Any]:
     return {
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "commit": commit,
-        "dirty": bool(status) if commit else None,
-        # which tracked files differed from the commit (a report tells a change to the measured
-        # code from, say, an experiment's own results being rewritten)
-        "dirty_paths": sorted(p for p in (_git(root, "diff", "--name-only", "-z", "HEAD") or "").split("\0") if p)
-        if status else [],
+        "dirty": bool(dirty_paths) if commit else None,
+        "dirty_paths": dirty_paths,
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "system": platform.system(),
                     "arch": platform.machine()},

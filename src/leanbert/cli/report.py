@@ -42,9 +42,17 @@ def register(sub) -> None:
             "are there and runs the ones that are missing; --quick runs every benchmark quickly and a toy "
             "version of every experiment into DIR/inputs/ and reports those."
         ),
-        epilog=_expected_times(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # The expected-times table needs the job list: built when --help is asked for, so that no
+    # other command pays for importing leanbert.report at start-up.
+    plain_help = p.format_help
+
+    def format_help() -> str:
+        p.epilog = _expected_times()
+        return plain_help()
+
+    p.format_help = format_help
     p.add_argument("--output", "-o", type=Path, default=None,
                    help="report directory (default: report/ in the checkout; with --quick: outputs/report-quick/, "
                         "git-ignored, so that a toy run never replaces the committed report)")
