@@ -145,6 +145,13 @@ def test_activation_checkpointing_collector_gives_memory_and_time_ratios(tmp_pat
     assert "machine not recorded" not in r.setting and "2 cores" in r.setting
 
 
+def test_a_per_candidate_thread_choice_is_said_in_words(tmp_path):
+    data = json.loads(json.dumps(DEPLOYMENT))
+    data["deployment"]["threads"] = [1, 2]
+    r = record_of(tmp_path, "exp:deployment", data, prov())
+    assert "each candidate at its fastest of 1 or 2 threads" in r.setting
+
+
 def test_json_lacking_a_field_is_incomplete_not_an_error(tmp_path):
     r = record_of(tmp_path, "bench:pretrain", {"device": "cpu"}, prov())
     assert r.status == collect.INCOMPLETE and "'runs'" in r.reason and not r.usable

@@ -160,13 +160,21 @@ def accuracy_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def threads_text(threads: Any) -> str:
+    """The benchmark's thread setting in words (older runs recorded one count for everything)."""
+    if isinstance(threads, list):
+        return f"each candidate at its fastest of {' or '.join(str(t) for t in threads)} threads"
+    return f"{threads} threads"
+
+
 def deployment_summary(bench: dict[str, Any]) -> dict[str, Any]:
     """Size and batch-1 x 128 latency per candidate, and the paper's ratios on this CPU."""
     lat = bench["latency"].get("b1_l128", {})
     cands = bench["candidates"]
     rows = {n: {"model": c["model"], "kind": c["kind"], "precision": c["precision"], "file_bytes": c["file_bytes"],
                 "file": c["file"], "p50_ms_b1_l128": lat.get(n, {}).get("p50_ms"),
-                "p90_ms_b1_l128": lat.get(n, {}).get("p90_ms"), "max_rel_diff": c["max_rel_diff"]}
+                "p90_ms_b1_l128": lat.get(n, {}).get("p90_ms"), "threads_b1_l128": lat.get(n, {}).get("threads"),
+                "max_rel_diff": c["max_rel_diff"]}
             for n, c in cands.items()}
     ratios = bench.get("ratios_b1_l128", {})
     out: dict[str, Any] = {"rows": rows, "missing": bench.get("missing", {}), "targets": bench.get("targets", {}),
@@ -225,7 +233,8 @@ def plots(results: dict[str, Any], dest: Path) -> list[str]:
             axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("model file size (MB, log)")
         ax.set_ylabel("batch-1 x 128 latency p50 (ms, log)")
-        ax.set_title(f"{dep['machine']['cpu_model']}, {dep['threads']} threads (blue fp32, orange int8)", fontsize=9)
+        ax.set_title(f"{dep['machine']['cpu_model']}, {threads_text(dep['threads'])} (blue fp32, orange int8)",
+                     fontsize=9)
         save(fig, "size_latency.png")
     acc = results.get("accuracy")
     if acc:
@@ -259,15 +268,15 @@ def report(results: dict[str, Any]) -> str:
     if dep:
         m = dep["machine"]
         lines += ["## Size and latency (random-init weights, batch 1 x 128)", "",
-                  f"CPU: {m['cpu_model']}, {m['cpus']} cores, {dep['threads']} threads (torch and ONNX Runtime "
-                  f"intra-op), load average {m['load_average']:.1f} at the end of the run (background jobs paused). "
+                  f"CPU: {m['cpu_model']}, {m['cpus']} cores, {threads_text(dep['threads'])} (torch threads, "
+                  f"ONNX Runtime intra-op threads), load average {m['load_average']:.1f} at the end of the run (background jobs paused). "
                   f"Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", "",
                   "| candidate | model | runtime | precision | file (MB) | what the size counts | p50 ms | p90 ms "
-                  "| max rel. diff |", "|---|---|---|---|---:|---|---:|---:|---:|"]
+                  "| threads | max rel. diff |", "|---|---|---|---|---:|---|---:|---:|---:|---:|"]
         for n, r in dep["rows"].items():
             lines.append(f"| {n} | {r['model']} | {r['kind']} | {r['precision']} | {r['file_bytes'] / 1e6:.1f} | "
                          f"{r['file']} | {fmt(r['p50_ms_b1_l128'])} | {fmt(r['p90_ms_b1_l128'])} | "
-                         f"{r['max_rel_diff']:.1e} |")
+                         f"{r.get('threads_b1_l128') or '-'} | {r['max_rel_diff']:.1e} |")
         for n, why in dep["missing"].items():
             lines.append(f"| {n} | | | | | not measured: {why} | | | |")
         lines += ["", "max rel. diff: max |output - reference| / max |reference| of the last hidden state, reference "

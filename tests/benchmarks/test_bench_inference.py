@@ -29,9 +29,9 @@ def bench():
 
 @pytest.fixture(scope="module")
 def quick_result(bench, tmp_path_factory):
-    """One ``--quick`` run on a 2-layer MobileBERT, optimum left out, no plot."""
+    """One ``--quick`` run on a 2-layer MobileBERT at 1 and 2 threads, optimum left out, no plot."""
     out = tmp_path_factory.mktemp("bench") / "inference.json"
-    assert bench.main(["--quick", "--layers", "2", "--no-optimum", "--no-plot", "--threads", "1",
+    assert bench.main(["--quick", "--layers", "2", "--no-optimum", "--no-plot", "--threads", "2", "1",
                        "--output", str(out)]) == 0
     return json.loads(out.read_text())
 
@@ -73,6 +73,22 @@ def test_int8_files_are_smaller_than_fp32(quick_result):
     c = quick_result["candidates"]
     assert c["ort-int8"]["file_bytes"] < c["ort-fp32"]["file_bytes"] / 2  # embeddings are quantised too
     assert c["leanbert-int8-dynamic"]["file_bytes"] < c["leanbert-fp32"]["file_bytes"]
+
+
+def test_every_candidate_is_timed_at_each_thread_count_and_reported_at_its_fastest(quick_result):
+    assert quick_result["settings"]["threads"] == [1, 2]
+    for name, v in quick_result["latency"]["b1_l128"].items():
+        by = v["p50_ms_by_threads"]
+        assert set(by) == {"1", "2"}, name
+        assert v["threads"] == min((1, 2), key=lambda t: by[str(t)]), name
+        assert v["p50_ms"] == by[str(v["threads"])], name
+
+
+def test_fastest_picks_each_candidates_lowest_median_thread_count(bench):
+    times = {"a": {1: [3.0, 1.0, 2.0], 2: [1.5, 1.5, 9.0]}, "b": {1: [5.0, 5.0, 5.0], 2: [4.0, 6.0, 4.5]}}
+    chosen, threads = bench.fastest(times)
+    assert threads == {"a": 2, "b": 2}
+    assert chosen == {"a": [1.5, 1.5, 9.0], "b": [4.0, 6.0, 4.5]}
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios(bench):

@@ -210,6 +210,8 @@ def machine_text(prov: dict[str, Any] | None, fallback: dict[str, Any] | None = 
 
 
 def _threads(n: Any) -> str:
+    if isinstance(n, list):  # bench inference: every candidate at each count, reported at its fastest
+        return f"each candidate at its fastest of {' or '.join(str(t) for t in n)} threads"
     return "threads not recorded" if n is None else f"{n} thread{'s' if n != 1 else ''}"
 
 
