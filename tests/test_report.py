@@ -219,6 +219,31 @@ def test_a_result_from_an_older_commit_with_the_same_code_is_ok(tmp_path, repo):
     assert r.status == collect.OK and "unchanged since" in r.reason
 
 
+def test_changes_to_docstrings_and_comments_or_to_the_provenance_code_keep_a_result_ok(tmp_path, repo):
+    repo, first = repo
+    bert = repo / "src/leanbert/models/bert.py"
+    bert.write_text('"""Module doc."""\n\n\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+    _git(repo, "commit", "-qam", "code")
+    code = _git(repo, "rev-parse", "HEAD")
+    bert.write_text('"""Module doc, reworded."""\n\n\ndef f(x):  # a comment\n    return x + 1\n')
+    (repo / "src/leanbert/provenance.py").write_text("records = 2\n")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "docs")
+    r = record_of(tmp_path, "bench:pretrain", PRETRAIN, prov(code), Git(repo))
+    assert r.status == collect.OK, r.reason
+    bert.write_text('"""Module doc, reworded."""\n\n\ndef f(x):\n    return x + 2\n')
+    _git(repo, "commit", "-qam", "code again")
+    r = record_of(tmp_path, "bench:pretrain", PRETRAIN, prov(code), Git(repo))
+    assert r.status == collect.STALE and "src/leanbert/models/bert.py" in r.reason
+
+
+def test_code_of_ignores_docstrings_and_comments_only():
+    assert collect.code_of('"""a"""\nx = 1  # c\n') == collect.code_of("x = 1\n")
+    assert collect.code_of('def f():\n    """a"""\n') == collect.code_of("def f():\n    pass\n")
+    assert collect.code_of("x = 1\n") != collect.code_of("x = 2\n")
+    assert collect.code_of("def (\n") is None
+
+
 def test_a_result_made_from_uncommitted_changes_is_stale(tmp_path, repo):
     repo, first = repo
     r = record_of(tmp_path, "bench:pretrain", PRETRAIN, prov(first, dirty=True), Git(repo))

@@ -8,8 +8,9 @@ documented there), the setting it was measured with ("measured on <cpu>, torch x
 Status (:func:`freshness`), from the JSON's ``provenance`` block (``leanbert.provenance``):
 
 - ``ok``: made at the checkout's HEAD, or at a commit since which the code it depends on did not
-  change (``git diff <commit> HEAD -- src/leanbert <its script>``; the report's own code does not
-  count), from a clean tree;
+  change (``git diff <commit> HEAD -- src/leanbert <its script>``; the report's own code and
+  ``provenance.py``, which only writes where a result was made, do not count, nor do changes to
+  Python files that leave their code as it was: docstrings and comments), from a clean tree;
 - ``stale``: that code changed since, or the result was made from a tree with uncommitted changes;
 - ``cannot tell``: no provenance (or no commit in it), a commit this clone lacks, or no git here;
 - ``missing``: no file; ``unreadable``: not JSON, or not a JSON object; ``incomplete``: JSON that
@@ -19,6 +20,7 @@ Status (:func:`freshness`), from the JSON's ``provenance`` block (``leanbert.pro
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import statistics
@@ -32,10 +34,10 @@ OK, STALE, UNKNOWN, MISSING = "ok", "stale", "cannot tell", "missing"
 UNREADABLE, INCOMPLETE, SUPERSEDED = "unreadable", "incomplete", "superseded"
 USABLE = (OK, STALE, UNKNOWN, SUPERSEDED)  # statuses whose figures the report shows
 
-# The code a result depends on, besides its own script. The report's own modules do not change
-# any measured figure, so a change there does not make results stale.
+# The code a result depends on, besides its own script. The report's own modules and the
+# provenance record do not change any measured figure, so a change there does not make results stale.
 LIBRARY = ("src/leanbert",)
-NOT_DEPENDED_ON = ("src/leanbert/report", "src/leanbert/cli/report.py")
+NOT_DEPENDED_ON = ("src/leanbert/report", "src/leanbert/cli/report.py", "src/leanbert/provenance.py")
 
 # The papers' numbers (SPEC.md and README.md), put beside ours.
 PAPER = {
@@ -144,10 +146,22 @@ class Git:
         return self._run("cat-file", "-e", f"{commit}^{{commit}}") is not None
 
     def changed(self, commit: str, paths: tuple[str, ...]) -> list[str] | None:
-        """Files under ``paths`` that differ between ``commit`` and HEAD (None: git failed)."""
+        """Files under ``paths`` whose code differs between ``commit`` and HEAD (None: git
+        failed); a Python file whose docstrings or comments alone changed does not count."""
         excludes = [f":(exclude){p}" for p in NOT_DEPENDED_ON]
         out = self._run("diff", "--name-only", commit, "HEAD", "--", *paths, *excludes)
-        return None if out is None else [line for line in out.splitlines() if line]
+        if out is None:
+            return None
+        return [path for path in out.splitlines() if path and not self._same_code(commit, path)]
+
+    def _same_code(self, commit: str, path: str) -> bool:
+        if not path.endswith(".py"):
+            return False
+        old, new = self._run("show", f"{commit}:{path}"), self._run("show", f"HEAD:{path}")
+        if old is None or new is None:  # added or removed
+            return False
+        code = code_of(old)
+        return code is not None and code == code_of(new)
 
     def last_commit_of(self, path: str) -> tuple[str, str] | None:
         """(commit, date) of the last commit that touched ``path`` (a committed file)."""
@@ -156,6 +170,21 @@ class Git:
             return None
         commit, _, date = out.partition(" ")
         return commit, date
+
+
+def code_of(source: str) -> str | None:
+    """The AST of a Python module without its docstrings, as text (comments are not in the AST);
+    None if it does not parse. Two sources with the same ``code_of`` run the same code."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def freshness(prov: dict[str, Any] | None, spec: InputSpec, git: Git) -> tuple[str, str]:
