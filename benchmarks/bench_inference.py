@@ -29,9 +29,10 @@ all cores) in the same interleaved rounds (torch threads / ORT intra-op threads)
 reports each candidate at its fastest count (lowest p50), the same rule for the anchors as for
 leanbert: the setting its user would pick on this machine. On the 2-core hosts this project runs
 on, ONNX Runtime at batch 1 is faster and steadier on one thread (two threads synchronise ~900
-small kernels per call), PyTorch and large batches on two; every count's p50 is in the JSON. Ratios are medians of per-round ratios (paired). Targets at batch 1 x 128: MobileBERT
-int8 (best leanbert int8 path) >= 2x transformers fp32 and >= 1.2x optimum int8; MobileBERT's
-best leanbert path >= 5.5x BERT-base fp32. Outputs: fp32 candidates must agree with
+small kernels per call), PyTorch and large batches on two; every count's p50 is in the JSON.
+Ratios are medians of per-round ratios (paired). Targets at batch 1 x 128: MobileBERT int8
+(best leanbert int8 path) >= 2x transformers fp32 and >= 1.2x optimum int8; MobileBERT's best
+leanbert path >= 5.5x BERT-base fp32. Outputs: fp32 candidates must agree with
 transformers to 1e-4 (max |diff| / max |reference|); for int8 ones that difference is reported.
 A candidate that cannot be built is listed as missing, with the reason, never dropped.
 
