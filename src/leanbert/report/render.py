@@ -424,7 +424,9 @@ def headline(records: list[Record]) -> list[dict[str, str]]:
     what = "int8 accuracy: largest mean change from fp32 (MiniLM, dev)"
     worst = r.figures.get("worst_int8_delta") if r.usable else None
     if worst:
-        rows.append(_headline_row(what, f"{worst[0]:+.2f} points ({worst[1]} {worst[2]}, {worst[3]})",
+        qat = r.figures.get("worst_qat_int8_delta")
+        after = f"; after QAT {qat[0]:+.2f} ({qat[1]} {qat[2]}, {qat[3]})" if qat else ""
+        rows.append(_headline_row(what, f"{worst[0]:+.2f} points ({worst[1]} {worst[2]}, {worst[3]}){after}",
                                   "no paper figure", r))
     else:
         missing(what, "no paper figure", r, "the accuracy part was not run")
