@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leanbert.report.collect import threads_text
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 GLUE = Path("/work/shared/data/glue")
@@ -206,13 +208,6 @@ def qat_tasks(choice: str, summary: dict[str, Any]) -> list[str]:
     if choice == "none":
         return []
     return [t for t in choice.split(",") if t]
-
-
-def threads_text(threads: Any) -> str:
-    """The benchmark's thread setting in words (older runs recorded one count for everything)."""
-    if isinstance(threads, list):
-        return f"each candidate at its fastest of {' or '.join(str(t) for t in threads)} threads"
-    return f"{threads} threads"
 
 
 def deployment_summary(bench: dict[str, Any]) -> dict[str, Any]:

@@ -238,7 +238,8 @@ def machine_text(prov: dict[str, Any] | None, fallback: dict[str, Any] | None = 
     return "measured on " + ", ".join(parts)
 
 
-def _threads(n: Any) -> str:
+def threads_text(n: Any) -> str:
+    """A benchmark's recorded thread setting in words."""
     if isinstance(n, list):  # bench inference: every candidate at each count, reported at its fastest
         return f"each candidate at its fastest of {' or '.join(str(t) for t in n)} threads"
     return "threads not recorded" if n is None else f"{n} thread{'s' if n != 1 else ''}"
@@ -276,7 +277,7 @@ def collect_pretrain(d: dict[str, Any], prov: dict | None) -> Collected:
                        "full_path_bf16_fused": run["like_for_like"]["full_path_bf16_fused"], "candidates": cands,
                        "rounds": run["rounds"], "steps_per_round": run["steps_per_round"]})
     first = d["runs"][0] if d["runs"] else {}
-    setting = (f"{machine_text(prov, d)}, {_threads(d.get('threads'))}; "
+    setting = (f"{machine_text(prov, d)}, {threads_text(d.get('threads'))}; "
                f"{', '.join(s['shape'] for s in shapes)} (random init), batch {first.get('batch')} x "
                f"{first.get('seq_len')}, synthetic token ids, 20 predictions per sequence; "
                f"{first.get('rounds')} interleaved rounds x {first.get('steps_per_round')} steps per candidate "
@@ -296,7 +297,7 @@ def collect_token_dropping_bench(d: dict[str, Any], prov: dict | None) -> Collec
              f"{m.get('num_heads', '?')} heads")
     env = d.get("environment", {})
     pairs = len(d["results"][0].get("step_s_full_all", [])) if d["results"] else 0
-    setting = (f"{machine_text(prov, env)}, {_threads(env.get('threads'))}, {env.get('device', 'cpu')}; "
+    setting = (f"{machine_text(prov, env)}, {threads_text(env.get('threads'))}, {env.get('device', 'cpu')}; "
                f"{model}, keep {d.get('keep')}; shapes {', '.join(r['shape'] for r in rows)}; synthetic token ids; "
                f"{pairs} interleaved (drop, full) step pairs (medians); the seed is not recorded (default 0)")
     figures = {"rows": rows, "target": d.get("target_quotient"), "all_met": d.get("all_met"), "model": model,
@@ -308,7 +309,7 @@ def collect_distill(d: dict[str, Any], prov: dict | None) -> Collected:
     """figures: ``stages``: {layer, ratio, meets_target}; ``target``, ``worst``."""
     stages = [{"layer": s["layer"], "ratio": s["step_over_parts"], "meets_target": s["meets_target"],
                "transfer_step_s": s["transfer_step_s"]} for s in d["stages"]]
-    setting = (f"{machine_text(prov, d)}, {_threads(d.get('threads'))}; teacher {d.get('teacher')}, "
+    setting = (f"{machine_text(prov, d)}, {threads_text(d.get('threads'))}; teacher {d.get('teacher')}, "
                f"student {d.get('student')}, {d.get('layers')} layers each, batch {d.get('batch')} x "
                f"{d.get('seq_len')}, teacher in bf16: {d.get('teacher_bf16')}; synthetic token ids; medians of "
                "interleaved rounds")
@@ -326,7 +327,7 @@ def collect_finetune(d: dict[str, Any], prov: dict | None) -> Collected:
     targets = [{"pair": p, **t} for p, t in d.get("targets", {}).items()]
     s, model = d["settings"], d.get("model", {})
     load = (d.get("machine") or {}).get("load_average_mean")
-    setting = (f"{machine_text(prov, d.get('machine'))}, {_threads(s.get('threads'))}"
+    setting = (f"{machine_text(prov, d.get('machine'))}, {threads_text(s.get('threads'))}"
                + (f", load average {load:.1f}" if load is not None else "") + "; "
                f"{model.get('name')} ({(model.get('parameters') or 0) / 1e6:.1f} M parameters); "
                f"{s.get('task')}: the first {s.get('examples')} training examples, {s.get('epochs')} epoch, batch "
@@ -348,7 +349,7 @@ def collect_inference(d: dict[str, Any], prov: dict | None) -> Collected:
                "model": {n: c["model"] for n, c in d["candidates"].items()},
                "targets": d.get("targets", {}), "missing": d.get("missing", {}), "layers": layers}
     load = (d.get("machine") or {}).get("load_average")
-    setting = (f"{machine_text(prov, d.get('machine'))}, {_threads(s.get('threads'))} (torch and ONNX Runtime)"
+    setting = (f"{machine_text(prov, d.get('machine'))}, {threads_text(s.get('threads'))} (torch and ONNX Runtime)"
                + (f", load average {load:.1f} at the end" if load is not None else "") + "; MobileBERT ({layers} layers, random init, transformers' default config) and BERT-base; "
                f"batch 1 x {', '.join(str(n) for n in s.get('lengths', []))}, {s.get('rounds')} interleaved rounds "
                f"(p50); random token ids, seed {s.get('seed')}" + (" (--quick)" if s.get("quick") else ""))
@@ -468,7 +469,7 @@ def collect_deployment(d: dict[str, Any], prov: dict | None) -> Collected:
     acc = d.get("accuracy_settings", {})
     seeds = acc.get("seeds")
     m = dep.get("machine", {})
-    setting = (f"{machine_text(prov, m)}, {_threads(dep.get('threads'))}"
+    setting = (f"{machine_text(prov, m)}, {threads_text(dep.get('threads'))}"
                + (f", load average {m['load_average']:.1f}" if m.get("load_average") is not None else "")
                + "; size and latency: MobileBERT "
                "and BERT-base, random init, batch 1 x 128 (p50 of interleaved rounds); accuracy: "
@@ -486,7 +487,7 @@ def collect_activation_checkpointing(d: dict[str, Any], prov: dict | None) -> Co
     rows = {("on" if r["activation_checkpointing"] else "off"): {"step_s": r["step_seconds"], "peak_mb": r["peak_rss_mb"]}
             for r in d["rows"]}
     s = d["summary"]
-    setting = (f"{machine_text(prov, d.get('machine'))}, {_threads(d.get('machine', {}).get('threads'))}; "
+    setting = (f"{machine_text(prov, d.get('machine'))}, {threads_text(d.get('machine', {}).get('threads'))}; "
                f"BERT-base with its MLM head, batch {d.get('batch')} x {d.get('length')}, {d.get('precision')}, "
                f"AdamW; best of {d.get('steps')} timed step(s) after one warm-up; each setting in its own process")
     return ({"time_ratio": s["time_ratio"], "peak_rss_ratio": s["peak_rss_ratio"], "saved_mb": s["peak_rss_saved_mb"],
