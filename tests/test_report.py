@@ -266,6 +266,13 @@ def test_uncommitted_changes_only_to_files_it_does_not_depend_on_keep_a_result_o
     assert r.status == collect.OK
 
 
+def test_uncommitted_changes_to_the_report_code_keep_a_result_ok(tmp_path, repo):
+    repo, first = repo
+    p = {**prov(first, dirty=True), "dirty_paths": ["src/leanbert/report/collect.py", "src/leanbert/provenance.py"]}
+    r = record_of(tmp_path, "bench:pretrain", PRETRAIN, p, Git(repo))
+    assert r.status == collect.OK
+
+
 def test_uncommitted_changes_to_the_measured_code_make_a_result_stale(tmp_path, repo):
     repo, first = repo
     p = {**prov(first, dirty=True), "dirty_paths": ["README.md", "src/leanbert/models/bert.py"]}

@@ -187,6 +187,11 @@ def code_of(source: str) -> str | None:
     return ast.dump(tree)
 
 
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of ``roots`` or lies in one of them (repository-relative)."""
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in roots)
+
+
 def freshness(prov: dict[str, Any] | None, spec: InputSpec, git: Git) -> tuple[str, str]:
     """(status, reason) of a result with provenance ``prov`` (see the module docstring)."""
     commit = (prov or {}).get("commit")
@@ -199,7 +204,7 @@ def freshness(prov: dict[str, Any] | None, spec: InputSpec, git: Git) -> tuple[s
         paths = prov.get("dirty_paths")
         if paths is None:  # written before provenance listed them
             return STALE, f"made from uncommitted changes on top of {short}"
-        touched = [p for p in paths if any(p == d or p.startswith(d.rstrip("/") + "/") for d in spec.depends_on)]
+        touched = [p for p in paths if _under(p, spec.depends_on) and not _under(p, NOT_DEPENDED_ON)]
         if touched:
             more = f" and {len(touched) - 2} more" if len(touched) > 2 else ""
             return STALE, f"made from uncommitted changes to {', '.join(touched[:2])}{more} on top of {short}"
