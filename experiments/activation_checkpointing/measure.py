@@ -99,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from leanbert.io import atomic_write_json
+    from leanbert.provenance import with_provenance
 
-    atomic_write_json(args.output, {
+    atomic_write_json(args.output, with_provenance({
         "experiment": "activation_checkpointing", "batch": args.batch, "length": args.length,
         "precision": args.precision, "steps": args.steps, "rows": rows, "summary": summary,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-    })
+    }, HERE.parents[1]))
     print(f"wrote {args.output}")
     return 0
 
