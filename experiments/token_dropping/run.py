@@ -118,11 +118,24 @@ def unigram_reference(data: Path, args) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
+def model_sets(args) -> list[str]:
+    """The model: BERT (post-LayerNorm, FFN 4x hidden) or, with ``--family mobilebert``, a
+    MobileBERT-shaped one (Sun et al. 2020: inter-block ``--hidden``, bottleneck hidden/4, 4
+    stacked FFNs, NoNorm, ReLU, trigram embedding of width 64), the knowledge-transfer
+    experiment's student at this depth."""
+    common = [f"model.num_layers={args.layers}", f"model.hidden_size={args.hidden}", f"model.num_heads={args.heads}",
+              f"model.max_position_embeddings={args.length}"]
+    if args.family == "bert":
+        return ["model.preset=bert-mini", *common, f"model.intermediate_size={4 * args.hidden}"]
+    return ["model.preset=mobilebert-test", *common, "model.embedding_size=64",
+            f"model.intra_bottleneck_size={args.hidden // 4}", "model.key_query_shared_bottleneck=true",
+            "model.num_feedforward_networks=4", f"model.intermediate_size={args.hidden}", "model.hidden_act=relu",
+            "model.normalization_type=no_norm", "model.hidden_dropout=0.0"]
+
+
 def pretrain_sets(args, variant: str, seed: int, steps: int) -> list[str]:
     sets = [
-        "model.preset=bert-mini", f"model.num_layers={args.layers}", f"model.hidden_size={args.hidden}",
-        f"model.num_heads={args.heads}", f"model.intermediate_size={4 * args.hidden}",
-        f"model.max_position_embeddings={args.length}",
+        *model_sets(args),
         f"data.batch_size={args.batch}", f"data.max_predictions={round(0.15 * args.length)}",
         f"train.max_steps={steps}", f"optim.lr={args.lr}", f"optim.warmup_steps={max(1, round(steps * args.warmup))}",
         "optim.schedule=linear", "train.precision=bf16", f"train.seed={seed}",
@@ -425,7 +438,11 @@ def write_report(report: dict, dest: Path) -> None:
            f"| data | the first {st['books']} Gutenberg books of `../shared/data/pretrain/gutenberg/clean`, "
            f"{st['vocab']:,}-id WordPiece tokenizer trained on them, packed {st['length']}-token examples, "
            f"2% of documents held out ({uni['heldout_tokens']:,} held-out tokens, {uni['train_tokens']:,} training tokens) |",
-           f"| model | BERT, {st['layers']} layers, hidden {st['hidden']}, {st['heads']} heads, FFN {4 * st['hidden']} |",
+           (f"| model | BERT, {st['layers']} layers, hidden {st['hidden']}, {st['heads']} heads, FFN {4 * st['hidden']} |"
+            if st.get("family", "bert") == "bert" else
+            f"| model | MobileBERT-shaped, {st['layers']} layers, inter-block {st['hidden']}, bottleneck "
+            f"{st['hidden'] // 4}, {st['heads']} heads, 4 stacked FFNs of {st['hidden']}, NoNorm, ReLU, trigram "
+            "embedding 64 |"),
            f"| pretraining | {st['steps']:,} steps x {st['batch']} x {st['length']} tokens, 15% masking, AdamW lr "
            f"{st['lr']}, {st['warmup']:.0%} warm-up then linear decay, bf16 autocast, one CPU thread per run |",
            f"| dropping | keep {st['keep']:.0%} of the tokens in the middle layers (the reference layout); `token`: "
@@ -619,13 +636,16 @@ def claim(work: Path, name: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", default=str(HERE / "work"))
+    p.add_argument("--family", choices=["bert", "mobilebert"], default="bert",
+                   help="model family; mobilebert writes its records, results and report under mobilebert/ "
+                        "(and runs under work/mobilebert/), apart from the BERT experiment")
+    p.add_argument("--work", default=None, help="runs (default: work/, work/mobilebert/ for --family mobilebert)")
     p.add_argument("--books", type=int, default=64)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--heads", type=int, default=None, help="attention heads (default: 2 for bert, 4 for mobilebert)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1.5e-3)
@@ -648,6 +668,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true",
                    help="rewrite results.json, report.md and the plots from the finished runs' records, run nothing")
     args = p.parse_args(argv)
+    if args.heads is None:
+        args.heads = 2 if args.family == "bert" else 4
+    if args.work is None:
+        args.work = str(HERE / "work" / ("mobilebert" if args.family == "mobilebert" else ""))
     if not SHARED.is_dir():
         sys.exit(f"real data not found at {SHARED}")
     import fcntl
@@ -657,7 +681,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    dest = work if args.quick else HERE
+    dest = work if args.quick else (HERE / "mobilebert" if args.family == "mobilebert" else HERE)
+    dest.mkdir(parents=True, exist_ok=True)
     with open(work / "prepare.lock", "w") as lock:  # one worker prepares, the others wait
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = prepare_data(args, work)
@@ -674,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     calib_path = work / "step_seconds.json"
     # Finished runs' records (curves, scores, GLUE): small, committed next to this file, so that a
     # run finished in one session counts in the next (the work dir with checkpoints is not kept).
-    records = (work if args.quick else HERE) / "records"
+    records = dest / "records"
     records.mkdir(exist_ok=True)
 
     # What a record must have been made with to count (a changed setting makes it stale).
@@ -693,6 +718,11 @@ def main(argv: list[str] | None = None) -> int:
     def write() -> None:
         runs = finished()
         step_seconds = json.loads(calib_path.read_text()) if calib_path.is_file() else None
+        previous = dest / "results.json"
+        if step_seconds is None and previous.is_file():  # the work dir is not kept across sessions
+            before = json.loads(previous.read_text())
+            if {k: before.get("settings", {}).get(k) for k in setup} == setup:
+                step_seconds = before.get("step_seconds_calibrated")
         report = {"settings": {k: v for k, v in vars(args).items() if k not in ("work", "threads")},
                   "unigram": unigram, "step_seconds_calibrated": step_seconds,
                   "summary": summarise(runs, unigram, step_seconds), "runs": runs,
