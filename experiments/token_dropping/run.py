@@ -696,11 +696,12 @@ def main(argv: list[str] | None = None) -> int:
     train_counts = unigram.pop("train_counts")
     print(f"held-out unigram entropy {unigram['heldout_unigram_entropy']:.3f} nats; a frequency-only model "
           f"scores {unigram['train_unigram_ce_on_eval_targets']:.3f} on the held-out MLM targets", flush=True)
-    calib_path = work / "step_seconds.json"
-    # Finished runs' records (curves, scores, GLUE): small, committed next to this file, so that a
-    # run finished in one session counts in the next (the work dir with checkpoints is not kept).
+    # Finished runs' records (curves, scores, GLUE) and the calibrated step times: small, committed
+    # next to this file, so that a run finished in one session counts in the next (the work dir
+    # with checkpoints is not kept).
     records = dest / "records"
     records.mkdir(exist_ok=True)
+    calib_path = records / "step_seconds.json"  # {"setup": the settings measured at, "seconds": ...}
 
     # What a record must have been made with to count (a changed setting makes it stale).
     setup = {k: v for k, v in vars(args).items() if k in RECORD_KEYS}
@@ -715,14 +716,13 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(run)
         return runs
 
+    def calibrated() -> dict | None:
+        saved = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
+        return saved.get("seconds") if saved.get("setup") == setup else None
+
     def write() -> None:
         runs = finished()
-        step_seconds = json.loads(calib_path.read_text()) if calib_path.is_file() else None
-        previous = dest / "results.json"
-        if step_seconds is None and previous.is_file():  # the work dir is not kept across sessions
-            before = json.loads(previous.read_text())
-            if {k: before.get("settings", {}).get(k) for k in setup} == setup:
-                step_seconds = before.get("step_seconds_calibrated")
+        step_seconds = calibrated()
         report = {"settings": {k: v for k, v in vars(args).items() if k not in ("work", "threads")},
                   "unigram": unigram, "step_seconds_calibrated": step_seconds,
                   "summary": summarise(runs, unigram, step_seconds), "runs": runs,
@@ -781,10 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         step_seconds = calibrate(args, data, work, [v for v in ("none", "token", "random", "token-keepall")
                                                     if v in args.variants])
         step_seconds["none-matched"] = step_seconds["none"]
-        atomic_write_json(calib_path, step_seconds)
+        atomic_write_json(calib_path, {"setup": setup, "seconds": step_seconds})
     write()
-    print(json.dumps(summarise(finished(), unigram, json.loads(calib_path.read_text()) if calib_path.is_file() else None),
-                     indent=2))
+    print(json.dumps(summarise(finished(), unigram, calibrated()), indent=2))
     return 0
 
 
