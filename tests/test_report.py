@@ -382,7 +382,7 @@ def test_cli_no_run_reports_what_is_there_and_leaves_the_readme_alone(tmp_path, 
     root = fake_checkout(tmp_path / "checkout", FIXTURES)
     (root / "README.md").write_text(f"x\n{render.README_START}\nold\n{render.README_END}\n")
     code, out, _ = run_cli(monkeypatch, capsys, root, "--no-run", "--output", str(tmp_path / "out"))
-    assert code == 0 and "not run (--no-run): experiments/token_dropping/results.json" in out
+    assert code == 0 and "not run (--no-run): experiments/token_dropping/mobilebert/results.json" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert {i["key"]: i["status"] for i in summary["inputs"]}["bench:pretrain"] == "cannot tell"  # no provenance
     assert "old" in (root / "README.md").read_text()

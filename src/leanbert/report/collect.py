@@ -83,9 +83,13 @@ INPUTS: tuple[InputSpec, ...] = (
     _bench("finetune", "fine-tuning speed against a transformers loop"),
     _bench("inference", "MobileBERT inference, PyTorch and ONNX Runtime, fp32 and int8"),
     _bench("data", "data preparation and loader throughput"),
-    InputSpec("exp:token_dropping", "experiment", "token dropping replication (held-out loss, GLUE)",
-              "experiments/token_dropping/results.json", "token_dropping/results.json",
+    InputSpec("exp:token_dropping", "experiment", "token dropping replication, MobileBERT-shaped (held-out loss, GLUE)",
+              "experiments/token_dropping/mobilebert/results.json", "token_dropping/results.json",
               "experiments/token_dropping/run.py"),
+    InputSpec("exp:token_dropping_bert", "experiment",
+              "token dropping, BERT-shaped (scale criterion not met; superseded)",
+              "experiments/token_dropping/results.json", "token_dropping_bert/results.json",
+              "experiments/token_dropping/run.py", superseded=True),
     InputSpec("exp:token_dropping_small", "experiment", "token dropping, first run (too small; superseded)",
               "experiments/token_dropping/results_small.json", "token_dropping/results_small.json",
               "experiments/token_dropping/run.py", superseded=True),
@@ -398,7 +402,8 @@ def collect_token_dropping(d: dict[str, Any], prov: dict | None) -> Collected:
                        "time_saving": row.get("calibrated_time_saving_vs_none", row.get("measured_time_saving_vs_none")),
                        "glue": {t: spread(x) for t, x in glue.items()}}
     s = d["settings"]
-    setting = (f"{machine_text(prov)}; BERT {s.get('layers')} layers x {s.get('hidden')} "
+    family = "MobileBERT-shaped" if s.get("family") == "mobilebert" else "BERT"
+    setting = (f"{machine_text(prov)}; {family} {s.get('layers')} layers x {s.get('hidden')} "
                f"({s.get('heads')} heads), {s.get('steps')} steps of {s.get('batch')} x {s.get('length')} tokens, "
                f"lr {s.get('lr')}, keep {s.get('keep')}; {s.get('books')} Gutenberg books, {s.get('vocab')}-id "
                f"WordPiece; seeds {s.get('seeds')}; "
@@ -507,6 +512,7 @@ COLLECTORS: dict[str, Callable[[dict[str, Any], dict | None], Collected]] = {
     "bench:inference": collect_inference,
     "bench:data": collect_data,
     "exp:token_dropping": collect_token_dropping,
+    "exp:token_dropping_bert": collect_token_dropping,
     "exp:token_dropping_small": collect_token_dropping_small,
     "exp:knowledge_transfer": collect_knowledge_transfer,
     "exp:deployment": collect_deployment,

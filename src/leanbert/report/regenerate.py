@@ -72,8 +72,9 @@ JOBS: tuple[Job, ...] = (
            note="full mode builds optimum's venv on first use (benchmarks/.venv-optimum, a few minutes, PyPI)"),
     _bench("data", ["--quick"], 4, 0.4),
     Job("exp:token_dropping",
-        lambda py, root: [[py, SPECS["exp:token_dropping"].script, "--threads", "1"]] * 2,
-        lambda py, root, inp: [[py, SPECS["exp:token_dropping"].script, "--work", str(inp / "token_dropping"),
+        lambda py, root: [[py, SPECS["exp:token_dropping"].script, "--family", "mobilebert", "--threads", "1"]] * 2,
+        lambda py, root, inp: [[py, SPECS["exp:token_dropping"].script, "--family", "mobilebert",
+                                "--work", str(inp / "token_dropping"),
                                 "--quick", "--threads", "1", "--steps", "20", "--eval-every", "10", "--books", "2",
                                 "--layers", "4", "--seeds", "0,1", "--variants", "none,token,random",
                                 "--no-finetune"]],  # its GLUE fine-tuning (full MRPC and CoLA) would take 3 min more

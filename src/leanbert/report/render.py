@@ -117,7 +117,7 @@ def section_pretraining(rec: dict[str, Record]) -> Section:
 
 def _td_experiment(rec: dict[str, Record]) -> Record | None:
     """The token-dropping experiment's record to show: the current run, else the superseded one."""
-    for key in ("exp:token_dropping", "exp:token_dropping_small"):
+    for key in ("exp:token_dropping", "exp:token_dropping_bert", "exp:token_dropping_small"):
         r = rec.get(key)
         if r is not None and r.usable:
             return r
@@ -158,9 +158,9 @@ def section_token_dropping_loss(rec: dict[str, Record]) -> Section:
     if exp is None:
         return s
     if exp.status == SUPERSEDED:
-        s.paragraphs.insert(0, "The current experiment's results are not there, so this section shows the "
-                               f"**superseded first run** (`{exp.path}`): too small to separate importance-based from "
-                               "random dropping (its held-out loss stayed near a frequency-only model's).")
+        s.paragraphs.insert(0, "The current experiment's results are not there, so this section shows a "
+                               f"**superseded run** (`{exp.path}`: {exp.spec.title}), whose held-out loss stayed near "
+                               "a frequency-only model's: too close to separate importance-based from random dropping.")
     elif exp.figures.get("complete") is False:
         s.paragraphs.insert(0, "**Partial**: the experiment is still running; the figures are from the runs that "
                                "have finished.")
@@ -178,7 +178,7 @@ def section_token_dropping_loss(rec: dict[str, Record]) -> Section:
                        f"held-out unigram entropy ({crit['heldout_unigram_entropy']:.2f}); needed: 1 nat "
                        f"({'met' if crit['met'] else 'not met'}).")
     s.notes.append(f"Paper: {PAPER['token_dropping']}.")
-    title = "Token dropping" + (" (superseded first run)" if exp.status == SUPERSEDED else "")
+    title = "Token dropping" + (" (superseded run)" if exp.status == SUPERSEDED else "")
     s.image = plots.loss_curves(exp.figures["curves"], f"{exp.setting}. Source: {exp.path} ({exp.status}). "
                                                        f"Paper: {exp.paper}.", title)
     return s
