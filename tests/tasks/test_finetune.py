@@ -186,3 +186,14 @@ def test_sequence_longer_than_the_position_table_is_a_config_error(tiny_bert, st
 def test_presets_exist_for_glue_and_squad():
     assert finetune_config(get_task("squad2")).max_seq_length == 384
     assert finetune_config(get_task("cola")).max_seq_length == 128
+
+
+def test_evaluation_config_reuses_the_recorded_sequence_settings_and_explicit_overrides_win():
+    from leanbert.tasks.finetune import evaluation_config
+
+    recorded = {"max_seq_length": 64, "doc_stride": 32, "lr": 0.5}  # lr is not an evaluation setting
+    cfg = evaluation_config(get_task("squad1"), recorded)
+    assert (cfg.max_seq_length, cfg.doc_stride) == (64, 32)
+    assert cfg.lr == evaluation_config(get_task("squad1"), None).lr  # the preset's
+    assert evaluation_config(get_task("squad1"), recorded, overrides=["max_seq_length=48"]).max_seq_length == 48
+    assert evaluation_config(get_task("sst2"), None).max_seq_length == 128  # nothing recorded: the glue preset

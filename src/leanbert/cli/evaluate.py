@@ -57,7 +57,7 @@ def _recorded(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leanbert.tasks.finetune import evaluate_checkpoint, finetune_config
+    from leanbert.tasks.finetune import evaluate_checkpoint, evaluation_config
     from leanbert.tasks.registry import get_task
 
     if args.int8 and args.onnx is not None:
@@ -69,11 +69,7 @@ def run(args: argparse.Namespace) -> int:
     task_name = args.task or metadata.get("task")
     cfg = None
     if task_name:
-        recorded = metadata.get("finetune", {})
-        base = {k: recorded[k] for k in ("max_seq_length", "doc_stride", "max_query_length", "n_best_size",
-                                         "max_answer_length", "null_score_diff_threshold") if k in recorded}
-        overrides = [f"{k}={v}" for k, v in base.items()] + list(args.overrides)
-        cfg = finetune_config(get_task(str(task_name)), args.config, overrides)
+        cfg = evaluation_config(get_task(str(task_name)), metadata.get("finetune"), args.config, args.overrides)
     if args.onnx is not None:
         from leanbert.deploy.onnx_eval import evaluate_onnx
 

@@ -36,7 +36,7 @@ def evaluate_onnx(
     Runtime's. The task defaults to the one on the card."""
     from leanbert.data.tokenizer import load_tokenizer
     from leanbert.io import atomic_write_json
-    from leanbert.tasks.finetune import finetune_config, head_for, make_run
+    from leanbert.tasks.finetune import evaluation_config, head_for, make_run
     from leanbert.tasks.registry import get_task
 
     model = OnnxModel(onnx_path, variant=variant, threads=getattr(cfg, "threads", None))
@@ -54,7 +54,7 @@ def evaluate_onnx(
             data = datafiles.DataFiles(validation=data, columns=datafiles.columns_from_metadata(metadata),
                                        validation_split=split or "validation")
         split = None
-    cfg = cfg or finetune_config(spec)
+    cfg = cfg or evaluation_config(spec, card.get("finetune"))
     head = head_for(spec)
     if head not in card.get("heads", []):
         raise ConfigError(f"{onnx_path} has no {head} head (it exports: {', '.join(card.get('heads', [])) or 'none'}); "

@@ -104,6 +104,22 @@ def finetune_config(task: TaskSpec, config: str | Path | None = None, overrides:
     return load_config(FinetuneConfig, "finetune", config, overrides)
 
 
+# What fine-tuning records that evaluation must reuse: the encoding and the answer post-processing.
+RECORDED_EVAL_KEYS = ("max_seq_length", "doc_stride", "max_query_length", "n_best_size", "max_answer_length",
+                      "null_score_diff_threshold")
+
+
+def evaluation_config(task: TaskSpec, recorded: dict[str, Any] | None, config: str | Path | None = None,
+                      overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """:func:`finetune_config` with the sequence and answer settings that fine-tuning recorded
+    (``recorded``: the checkpoint's ``finetune`` metadata or an ONNX card's) in place of the
+    preset's, so a model is evaluated as it was trained (a model fine-tuned at length 64 is not
+    fed 128 tokens); explicit ``overrides`` win."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    base = [f"{k}={recorded[k]}" for k in RECORDED_EVAL_KEYS if recorded.get(k) is not None]
+    return finetune_config(task, config, [*base, *overrides])
+
+
 # ----------------------------------------------------------------------------------------
 # Data: encoded examples and batches
 # ----------------------------------------------------------------------------------------
@@ -731,7 +747,7 @@ def evaluate_checkpoint(
             data = datafiles.DataFiles(validation=data, columns=datafiles.columns_from_metadata(metadata),
                                        validation_split=split or "validation")
         split = None
-    cfg = cfg or finetune_config(spec)
+    cfg = cfg or evaluation_config(spec, metadata.get("finetune"))
     device = resolve_device(cfg.device)
     model = from_pretrained(model_dir, heads=[head_for(spec)]).to(device)
     if int8 is not None:  # the PyTorch int8 model (leanbert.deploy.torch_int8) instead of the speed-ups
