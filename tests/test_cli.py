@@ -81,3 +81,12 @@ def test_bad_checkpoint_is_one_line_without_traceback(tmp_path, make_bad, expect
 def test_import_leanbert_is_light_and_has_no_side_effects():
     code = "import sys, leanbert; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_export_int8_graph_without_quantize_is_one_line_error(tmp_path, capsys):
+    from leanbert.cli import main
+
+    code = main(["export", str(tmp_path), "--format", "onnx", "--int8-graph", "portable", "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--int8-graph chooses how the int8 file is built; add --quantize dynamic" in err
+    assert "Traceback" not in err

@@ -184,7 +184,15 @@ def test_the_mobilebert_graph_holds_folded_weights_not_nonorm_parameters(exporte
     residual = {n for n in norms if not n.endswith(("embeddings.norm", "input_bottleneck.norm"))}
     assert len(norms) == 6 and len(residual) == 4  # embedding + 1 layer x (bottleneck, attention, 2 FFNs, output)
     assert not any(in_graph(m.bias) for m in norms.values())  # every beta went into a bias
-    assert [n for n, m in norms.items() if in_graph(m.weight)] == sorted(residual, key=list(norms).index)
+    # Each residual norm's gamma is either propagated into the next products or multiplied in
+    # (times the scale carried so far); the last block's output norm multiplies its own gamma in
+    # (the scale carried across blocks is 1 in the first block)
+    assert [n for n, m in norms.items() if in_graph(m.weight)] == ["encoder.layers.0.output_bottleneck.norm"]
+    transforms = json.loads((out / "card.json").read_text())["graph_transforms"]
+    counts = [t for t in transforms if t.startswith("residual-norm scales propagated")]
+    assert len(counts) == 1
+    propagated, multiplied = (int(w) for w in counts[0].replace(",", "").split() if w.isdigit())
+    assert propagated >= 1 and multiplied >= 1 and propagated + multiplied == len(residual)
 
 
 @pytest.mark.parametrize("name", ["bert-multi", "mobilebert-reg"])

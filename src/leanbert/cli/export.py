@@ -35,6 +35,10 @@ def register(sub) -> None:
                    help="with --quantize: one int8 scale per output channel of each weight instead of one per "
                         "matrix (closer to fp32; a few percent slower on CPU). Default: per channel for a "
                         "checkpoint fine-tuned with qat=true, per tensor otherwise")
+    p.add_argument("--int8-graph", choices=["ort", "portable"], default=None,
+                   help="with --quantize: 'ort' (default) quantises a graph rewritten for ONNX Runtime (fused "
+                        "com.microsoft.MultiHeadAttention; MobileBERT's Q/K bottleneck composed): faster, runs on "
+                        "ONNX Runtime only; 'portable' quantises model.onnx as it is (standard ops)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     p.add_argument("--max-length", type=int, default=None, metavar="N",
                    help="ONNX: sequence length for calibration, the parity probes and evaluation (default: "
@@ -54,9 +58,13 @@ def _check_onnx_options(args: argparse.Namespace) -> None:
         given = [f for f, v in (("--quantize", args.quantize != "none"), ("--calibration", args.calibration),
                                 ("--opset", args.opset), ("--max-length", args.max_length),
                                 ("--ort-optimize", args.ort_optimize),
-                                ("--per-channel", args.per_channel is not None)) if v]
+                                ("--per-channel", args.per_channel is not None),
+                                ("--int8-graph", args.int8_graph)) if v]
         if given:
             raise ConfigError(f"{', '.join(given)} only apply to --format onnx; add --format onnx or leave them out")
+    if args.int8_graph is not None and args.quantize == "none":
+        raise ConfigError("--int8-graph chooses how the int8 file is built; add --quantize dynamic (or static) "
+                          "or leave out --int8-graph")
     if args.calibration_size < 1:
         raise ConfigError(f"--calibration-size must be at least 1, not {args.calibration_size}")
 
@@ -83,13 +91,15 @@ def _run_onnx(args: argparse.Namespace, heads: list[str] | None) -> int:
     out = export_onnx(args.checkpoint, args.output, quantize=args.quantize, calibration=args.calibration,
                       opset=args.opset or DEFAULT_OPSET, max_length=args.max_length, heads=heads,
                       calibration_size=args.calibration_size, ort_optimize=args.ort_optimize,
-                      per_channel=args.per_channel, overwrite=args.overwrite)
+                      per_channel=args.per_channel, int8_graph=args.int8_graph or "ort", overwrite=args.overwrite)
     card = read_card(out)
     files = card["files"]
     sizes = f"fp32 {files['fp32']['megabytes']} MB"
     if "int8" in files:
         scheme = ", per channel" if card["quantization"].get("per_channel") else ""
-        sizes += f", int8 ({card['quantization']['mode']}{scheme}) {files['int8']['megabytes']} MB"
+        graph = card["quantization"].get("graph", {}).get("kind", "portable")
+        sizes += (f", int8 ({card['quantization']['mode']}{scheme}, {graph} graph"
+                  + (": ONNX Runtime only" if graph == "ort" else "") + f") {files['int8']['megabytes']} MB")
     print(f"wrote ONNX export ({card['model']['family']}, heads: {', '.join(card['heads']) or 'none'}; {sizes}; "
           f"max |onnx - torch| {card['parity']['max_abs_diff']:.2g}) to {out}")
     return 0

@@ -1,0 +1,183 @@
+"""The int8 graph rewritten for ONNX Runtime (fused attention, composed Q/K) and NoNorm scale
+propagation: the same function as the PyTorch model, and the graph it promises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import leanbert
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from leanbert.deploy import ort_graph  # noqa: E402
+from leanbert.deploy.onnx import (  # noqa: E402
+    PARITY_ATOL,
+    PARITY_RTOL,
+    OnnxModel,
+    _export_graph,
+    _ort_rewrite,
+    export_onnx,
+    fold_mobilebert_no_norm,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(preset: str, layers: int = 2, **overrides) -> torch.nn.Module:
+    """A tiny model with norm parameters and biases away from (1, 0, 0), so that neither folding
+    nor propagating a scale is an identity."""
+    torch.manual_seed(0)
+    model = leanbert.build_model(preset, heads=["mlm"], vocab_size=1000, num_layers=layers, **overrides).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def _feed(batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 1000, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    for row in range(1, batch):
+        mask[row, length - 3 * row:] = 0
+    return {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def _counts(model: torch.nn.Module, **kw) -> dict[str, int]:
+    from leanbert.deploy.onnx import _fold_mobilebert
+
+    return _fold_mobilebert(model, propagate=True, **kw)[1]
+
+
+@pytest.mark.parametrize("preset", ["mobilebert-test", "mobilebert-tiny-test"])
+def test_propagating_the_norm_scales_keeps_the_function(preset):
+    model = _model(preset)
+    propagated = fold_mobilebert_no_norm(model, propagate=True)
+    feed = _feed(3, 21, 0)
+    with torch.no_grad():
+        torch.testing.assert_close(propagated(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_propagation_leaves_one_multiply_per_model_when_the_scales_stay_close():
+    # mobilebert-test: 4 FFNs, so 6 residual norms per block (attention, 4 FFNs, output); 2 blocks
+    model = _model("mobilebert-test")
+    with torch.no_grad():  # gammas within [0.9, 1.1]: every spread stays under 4 (1.1 / 0.9 per norm, 12 norms)
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(torch.linspace(0.9, 1.1, p.numel())[torch.randperm(p.numel())])
+    assert _counts(model) == {"residual_norms_propagated": 11, "residual_norms_multiplied": 1}
+
+
+def test_a_scale_that_spreads_too_far_is_multiplied_in_and_restarts():
+    model = _model("mobilebert-test")  # gammas in [0.5, 1.5]: spreads reach 3 after one norm
+    counts = _counts(model, max_scale_spread=2.0)
+    assert counts["residual_norms_multiplied"] > 1  # multiplied in before the last block too
+    assert counts["residual_norms_propagated"] + counts["residual_norms_multiplied"] == 12
+    propagated = fold_mobilebert_no_norm(model, propagate=True, max_scale_spread=2.0)
+    feed = _feed(2, 9, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(propagated(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_zero_gamma_is_never_divided_by():
+    model = _model("mobilebert-test", layers=1)
+    with torch.no_grad():
+        model.encoder.layers[0].ffns[0].norm.weight[3] = 0.0
+    propagated = fold_mobilebert_no_norm(model, propagate=True)
+    assert all(torch.isfinite(p).all() for p in propagated.parameters())
+    feed = _feed(2, 9, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(propagated(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["mobilebert-test", "bert-tiny"])
+def test_the_rewritten_graph_computes_what_pytorch_does_with_padding_at_any_shape(preset, tmp_path):
+    model = _model(preset)
+    graph_model = fold_mobilebert_no_norm(model, propagate=True)
+    rewrite = _ort_rewrite(graph_model)
+    assert rewrite is not None
+    path = tmp_path / "model.onnx"
+    _export_graph(rewrite["model"], path, ["mlm_logits"], 18, translation=rewrite["translation"])
+    import onnx
+
+    ops = [(n.domain, n.op_type) for n in onnx.load(str(path)).graph.node]
+    assert ops.count(("com.microsoft", "MultiHeadAttention")) == 2 and ("", "Softmax") not in ops
+    onnx_model = OnnxModel(path, threads=1)
+    for batch, length, seed in ((1, 5, 0), (3, 37, 1), (2, 128, 2)):
+        feed = _feed(batch, length, seed)
+        with torch.no_grad():
+            expected = model(**feed).mlm_logits
+        torch.testing.assert_close(onnx_model(**feed).mlm_logits, expected, atol=PARITY_ATOL, rtol=PARITY_RTOL)
+
+
+def test_the_shared_qk_bottleneck_is_composed_into_one_product_of_the_block_input():
+    model = fold_mobilebert_no_norm(_model("mobilebert-test"), propagate=True)
+    composed = fold_mobilebert_no_norm(_model("mobilebert-test"), propagate=True)
+    assert ort_graph.compose_shared_qk(composed) == 2
+    layer = composed.encoder.layers[0]
+    assert layer.qk_bottleneck is None and layer.attention.query_key.in_features == model.config.hidden_size
+    feed = _feed(2, 11, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(composed(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_the_authors_minus_six_mask_keeps_the_standard_attention():
+    model = fold_mobilebert_no_norm(_model("mobilebert-test", padded_key_score=-6.0), propagate=True)
+    assert ort_graph.use_ort_attention(model) == 0
+    assert ort_graph.use_ort_attention(fold_mobilebert_no_norm(_model("mobilebert-test"), propagate=True)) == 2
+
+
+@pytest.fixture(scope="module")
+def int8_exports(tmp_path_factory):
+    model = _model("mobilebert-test")
+    root = tmp_path_factory.mktemp("int8")
+    return model, {g: export_onnx(model, root / g, quantize="dynamic", int8_graph=g) for g in ("ort", "portable")}
+
+
+def test_the_ort_int8_file_holds_fused_attention_and_the_portable_one_only_standard_ops(int8_exports):
+    import onnx
+
+    _, outs = int8_exports
+    domains = {g: {n.domain for n in onnx.load(str(out / "model.int8.onnx")).graph.node} for g, out in outs.items()}
+    assert "com.microsoft" in domains["ort"] and domains["portable"] <= {"", "ai.onnx"}
+    for out in outs.values():  # the fp32 file stays portable either way; the intermediate graph is gone
+        assert {n.domain for n in onnx.load(str(out / "model.onnx")).graph.node} <= {"", "ai.onnx"}
+        assert sorted(p.name for p in out.glob("*.onnx")) == ["model.int8.onnx", "model.onnx"]
+    card = json.loads((outs["ort"] / "card.json").read_text())["quantization"]["graph"]
+    assert card["kind"] == "ort" and card["fp32_parity_before_quantization"]["max_abs_diff"] < PARITY_ATOL
+    assert card["rewrites"] == ["attention as com.microsoft.MultiHeadAttention (2 layers)",
+                                "shared Q/K bottleneck composed into the Q/K projection (2 layers)"]
+
+
+def test_both_int8_files_stay_as_close_to_pytorch_as_each_other(int8_exports):
+    model, outs = int8_exports
+    feed = _feed(3, 40, 4)
+    with torch.no_grad():
+        expected = model(**feed).mlm_logits
+    errors = {g: float((OnnxModel(out, variant="int8", threads=1)(**feed).mlm_logits - expected).abs().mean())
+              for g, out in outs.items()}
+    scale = float(expected.abs().mean())
+    # int8 error: a few percent of the logits' size for both graphs, and of the same size
+    assert errors["portable"] < 0.05 * scale and errors["ort"] < 0.05 * scale
+    assert 0.5 < errors["ort"] / errors["portable"] < 2.0
+
+
+def test_an_unknown_int8_graph_is_a_config_error(tmp_path):
+    from leanbert.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="int8_graph must be one of ort, portable"):
+        export_onnx(_model("bert-tiny", layers=1), tmp_path / "x", quantize="dynamic", int8_graph="fast")
