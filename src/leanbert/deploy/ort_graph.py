@@ -4,7 +4,7 @@ Method card
 -----------
 What: the module rewrites that make ``model.int8.onnx`` faster on ONNX Runtime than a
 standard-ops graph, applied to the private export copy of the model (plain modules, NoNorm
-folded, :func:`leanbert.deploy.onnx.fold_mobilebert_no_norm`) and never to the user's model:
+folded, :func:`leanbert.deploy.fold.fold_mobilebert_no_norm`) and never to the user's model:
 
 - :func:`use_ort_attention`: each attention core (BERT's and MobileBERT's self-attention in
   eval mode, no token dropping, padded keys masked the transformers way) becomes one
@@ -27,9 +27,11 @@ folded, :func:`leanbert.deploy.onnx.fold_mobilebert_no_norm`) and never to the u
 Why: at batch 1 the int8 products are small (128 tokens x 128-512 features), so per-node work
 (quantising each product's input, reading and writing activations) is a large share of the
 time. Measured on MobileBERT (24 layers, batch 1 x 128, one thread, 80 interleaved calls,
-paired median ratio against optimum's int8 export of the same weights): NoNorm fold only 1.09x,
-+ scale propagation (:func:`~leanbert.deploy.onnx.fold_mobilebert_no_norm`) and fused attention
-1.19x, + Q/K composition 1.21x, + the scale carried across layers 1.22x.
+paired median ratio against optimum's int8 export of the same weights, quiet 2-core Xeon; two
+runs): NoNorm fold only 1.09-1.13x; + scale propagation within blocks
+(:func:`~leanbert.deploy.fold.fold_mobilebert_no_norm`) and fused attention 1.18-1.19x; + Q/K
+composition 1.21x, or + the scale carried across blocks 1.21x; all of it 1.22-1.23x (the
+benchmark, ``leanbert bench inference``: 1.22x).
 
 Cost: ``model.int8.onnx`` then holds ``com.microsoft`` contrib ops and runs on ONNX Runtime
 only (the int8 file's ``DynamicQuantizeLinear`` + ``MatMulInteger`` are standard ONNX, but
@@ -45,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from leanbert.deploy.fold import FoldedNoNorm
 from leanbert.models.base import LayerOutput
 from leanbert.models.bert import BertSelfAttention
 from leanbert.models.mobilebert import MobileBertAttention
@@ -128,9 +131,7 @@ def use_ort_attention(model: nn.Module) -> int:
 def compose_shared_qk(model: nn.Module) -> int:
     """Compose each MobileBERT layer's folded shared Q/K bottleneck into its query/key
     projection (see the module docstring); returns how many layers. The bottleneck's norm must
-    already be folded away (an identity), which :func:`leanbert.deploy.onnx.fold_mobilebert_no_norm` does."""
-    from leanbert.deploy.onnx import FoldedNoNorm
-
+    already be folded away (an identity), which :func:`leanbert.deploy.fold.fold_mobilebert_no_norm` does."""
     n = 0
     for layer in getattr(getattr(model, "encoder", None), "layers", []):
         qkb = getattr(layer, "qk_bottleneck", None)

@@ -18,7 +18,7 @@ logit counts) and the MLM decoder is the tied word-embedding matrix, not a linea
 
 MobileBERT first. Before quantizing, every NoNorm is folded into the linear layer before it
 (``g (W h + b) + beta = (gW) h + (g b + beta)``, exact; the residual keeps ``g``), with the
-ONNX export's :func:`~leanbert.deploy.onnx.fold_mobilebert_no_norm`, which uses the same
+ONNX export's :func:`~leanbert.deploy.fold.fold_mobilebert_no_norm`, which uses the same
 :func:`~leanbert.speedups.mobilebert_inference.fold_no_norm` as the fp32 fast path. Folding
 (nearly) commutes with the quantization: the inputs of every linear layer are unchanged, and
 per output channel ``gW`` gets the scale ``|g| s`` and the same int8 values, except that the
@@ -198,7 +198,7 @@ def quantize_int8(model: nn.Module, *, method: Int8Method = "torchao", fold_norm
     if method not in INT8_METHODS:
         raise ConfigError(f"unknown int8 method '{method}'; use one of: {', '.join(INT8_METHODS)}")
     _check_model(model)
-    from leanbert.deploy.onnx import fold_mobilebert_no_norm
+    from leanbert.deploy.fold import fold_mobilebert_no_norm
     from leanbert.speedups import plain_modules
 
     with plain_modules(model):
