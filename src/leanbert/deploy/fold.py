@@ -109,8 +109,10 @@ def fold_mobilebert_no_norm(model: nn.Module, *, propagate: bool = False,
     its weight columns multiplied by ``s``. The 128-wide stream inside a block restarts at each
     block's input bottleneck; the 512-wide stream between blocks is carried across blocks and
     multiplied in at the last one, or earlier wherever the spread of ``s`` would exceed
-    ``max_scale_spread`` (:data:`MAX_SCALE_SPREAD`) or a ``g`` is zero. Exact in real arithmetic;
-    the export records how many norms were propagated (``card["graph_transforms"]``).
+    ``max_scale_spread`` (:data:`MAX_SCALE_SPREAD`) or a ``g`` is zero. Exact in real arithmetic
+    for the last hidden state and the heads (the intermediate layers' outputs are then ``y / s``:
+    ask for ``output_hidden_states`` from the unpropagated fold); the export records how many
+    norms were propagated (``card["graph_transforms"]``).
     """
     folded, _ = _fold_mobilebert(model, propagate=propagate, max_scale_spread=max_scale_spread)
     return folded
