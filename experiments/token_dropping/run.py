@@ -442,8 +442,8 @@ def _claims(rows: dict, paired: dict, noise: float | None, crit: dict | None) ->
         v = _verdict(keep, noise)
         out.append(f"- Reference routing against keeping every prediction position: {keep['median']:+.3f} nats ({v}).")
     overlap = []
-    for t, (name, _) in GLUE.items():
-        a, b = none.get(f"{t}_{GLUE[t][1]}_best_lr"), tok.get(f"{t}_{GLUE[t][1]}_best_lr")
+    for t, (name, metric) in GLUE.items():
+        a, b = none.get(f"{t}_{metric}_best_lr"), tok.get(f"{t}_{metric}_best_lr")
         if a and b and a["min"] <= b["max"] and b["min"] <= a["max"]:
             overlap.append(name)
     if overlap:

@@ -50,25 +50,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _randomise_norms(model: torch.nn.Module) -> None:
-    """Norm parameters away from (1, 0) and biases away from 0, so that folding NoNorm is not an
-    identity (and the folded biases are not the betas)."""
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-
-
-def _tiny(preset: str, heads: list[str], **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = leanbert.build_model(preset, heads=heads, vocab_size=1000, **overrides).eval()
-    _randomise_norms(model)
-    return model
-
-
 # One layer each (the export is per-op work, and every layer is the same code).
 # bert: MLM, NSP, span QA and a regression classifier in one export; its classification head is
 #   the static-quantization export's fp32 graph below (bert-tiny with an SST-2 classifier).
@@ -86,7 +67,7 @@ WHERE = {("bert", "mlm"): "bert-multi", ("bert", "span_qa"): "bert-multi", ("ber
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, request):
+def exported(tmp_path_factory, request, tiny_model):
     """name -> (PyTorch model, export directory), exported once per module."""
     cache: dict[str, tuple[torch.nn.Module, Path]] = {}
 
@@ -96,7 +77,7 @@ def exported(tmp_path_factory, request):
             return leanbert.from_pretrained(request.getfixturevalue("tiny_checkpoint")), out
         if name not in cache:
             preset, heads, overrides = MODELS[name]
-            model = _tiny(preset, heads, num_layers=1, **overrides)
+            model = tiny_model(preset, heads, num_layers=1, **overrides)
             out = export_onnx(model, tmp_path_factory.mktemp("onnx") / name)
             cache[name] = (model, out)
         return cache[name]
@@ -156,10 +137,10 @@ def test_card_records_model_heads_opset_sizes_and_measured_parity(exported):
 
 
 @pytest.mark.parametrize("preset", ["mobilebert-test", "mobilebert-tiny-test"])
-def test_folding_nonorm_removes_every_nonorm_and_keeps_the_function(preset, padded_batch):
+def test_folding_nonorm_removes_every_nonorm_and_keeps_the_function(preset, padded_batch, tiny_model):
     from leanbert.models.mobilebert import NoNorm
 
-    model = _tiny(preset, ["mlm"])
+    model = tiny_model(preset, ["mlm"])
     folded = fold_mobilebert_no_norm(model)
     ids, mask = padded_batch
     with torch.no_grad():

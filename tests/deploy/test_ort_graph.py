@@ -8,8 +8,6 @@ import json
 import pytest
 import torch
 
-import leanbert
-
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
@@ -33,19 +31,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _model(preset: str, layers: int = 2, **overrides) -> torch.nn.Module:
-    """A tiny model with norm parameters and biases away from (1, 0, 0), so that neither folding
-    nor propagating a scale is an identity."""
-    torch.manual_seed(0)
-    model = leanbert.build_model(preset, heads=["mlm"], vocab_size=1000, num_layers=layers, **overrides).eval()
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
+@pytest.fixture(scope="session")
+def model_of(tiny_model):
+    """``model_of(preset, layers=2, **overrides)``: a tiny MLM model, norms and biases randomised."""
+    return lambda preset, layers=2, **overrides: tiny_model(preset, ["mlm"], num_layers=layers, **overrides)
 
 
 def _feed(batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
@@ -64,17 +53,17 @@ def _counts(model: torch.nn.Module, **kw) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("preset", ["mobilebert-test", "mobilebert-tiny-test"])
-def test_propagating_the_norm_scales_keeps_the_function(preset):
-    model = _model(preset)
+def test_propagating_the_norm_scales_keeps_the_function(preset, model_of):
+    model = model_of(preset)
     propagated = fold_mobilebert_no_norm(model, propagate=True)
     feed = _feed(3, 21, 0)
     with torch.no_grad():
         torch.testing.assert_close(propagated(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
 
 
-def test_propagation_leaves_one_multiply_per_model_when_the_scales_stay_close():
+def test_propagation_leaves_one_multiply_per_model_when_the_scales_stay_close(model_of):
     # mobilebert-test: 4 FFNs, so 6 residual norms per block (attention, 4 FFNs, output); 2 blocks
-    model = _model("mobilebert-test")
+    model = model_of("mobilebert-test")
     with torch.no_grad():  # gammas within [0.9, 1.1]: every spread stays under 4 (1.1 / 0.9 per norm, 12 norms)
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -82,8 +71,8 @@ def test_propagation_leaves_one_multiply_per_model_when_the_scales_stay_close():
     assert _counts(model) == {"residual_norms_propagated": 11, "residual_norms_multiplied": 1}
 
 
-def test_a_scale_that_spreads_too_far_is_multiplied_in_and_restarts():
-    model = _model("mobilebert-test")  # gammas in [0.5, 1.5]: spreads reach 3 after one norm
+def test_a_scale_that_spreads_too_far_is_multiplied_in_and_restarts(model_of):
+    model = model_of("mobilebert-test")  # gammas in [0.5, 1.5]: spreads reach 3 after one norm
     counts = _counts(model, max_scale_spread=2.0)
     assert counts["residual_norms_multiplied"] > 1  # multiplied in before the last block too
     assert counts["residual_norms_propagated"] + counts["residual_norms_multiplied"] == 12
@@ -93,8 +82,8 @@ def test_a_scale_that_spreads_too_far_is_multiplied_in_and_restarts():
         torch.testing.assert_close(propagated(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
 
 
-def test_a_zero_gamma_is_never_divided_by():
-    model = _model("mobilebert-test", layers=1)
+def test_a_zero_gamma_is_never_divided_by(model_of):
+    model = model_of("mobilebert-test", layers=1)
     with torch.no_grad():
         model.encoder.layers[0].ffns[0].norm.weight[3] = 0.0
     propagated = fold_mobilebert_no_norm(model, propagate=True)
@@ -105,8 +94,8 @@ def test_a_zero_gamma_is_never_divided_by():
 
 
 @pytest.mark.parametrize("preset", ["mobilebert-test", "bert-tiny"])
-def test_the_rewritten_graph_computes_what_pytorch_does_with_padding_at_any_shape(preset, tmp_path):
-    model = _model(preset)
+def test_the_rewritten_graph_computes_what_pytorch_does_with_padding_at_any_shape(preset, tmp_path, model_of):
+    model = model_of(preset)
     graph_model = fold_mobilebert_no_norm(model, propagate=True)
     rewrite = _ort_rewrite(graph_model)
     assert rewrite is not None
@@ -136,9 +125,9 @@ def test_the_rewritten_graph_computes_what_pytorch_does_with_padding_at_any_shap
         torch.testing.assert_close(onnx_model(**feed).mlm_logits, expected, atol=PARITY_ATOL, rtol=PARITY_RTOL)
 
 
-def test_the_shared_qk_bottleneck_is_composed_into_one_product_of_the_block_input():
-    model = fold_mobilebert_no_norm(_model("mobilebert-test"), propagate=True)
-    composed = fold_mobilebert_no_norm(_model("mobilebert-test"), propagate=True)
+def test_the_shared_qk_bottleneck_is_composed_into_one_product_of_the_block_input(model_of):
+    model = fold_mobilebert_no_norm(model_of("mobilebert-test"), propagate=True)
+    composed = fold_mobilebert_no_norm(model_of("mobilebert-test"), propagate=True)
     assert ort_graph.compose_shared_qk(composed) == 2
     layer = composed.encoder.layers[0]
     assert layer.qk_bottleneck is None and layer.attention.query_key.in_features == model.config.hidden_size
@@ -147,15 +136,15 @@ def test_the_shared_qk_bottleneck_is_composed_into_one_product_of_the_block_inpu
         torch.testing.assert_close(composed(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
 
 
-def test_the_authors_minus_six_mask_keeps_the_standard_attention():
-    model = fold_mobilebert_no_norm(_model("mobilebert-test", padded_key_score=-6.0), propagate=True)
+def test_the_authors_minus_six_mask_keeps_the_standard_attention(model_of):
+    model = fold_mobilebert_no_norm(model_of("mobilebert-test", padded_key_score=-6.0), propagate=True)
     assert ort_graph.use_ort_attention(model) == 0
-    assert ort_graph.use_ort_attention(fold_mobilebert_no_norm(_model("mobilebert-test"), propagate=True)) == 2
+    assert ort_graph.use_ort_attention(fold_mobilebert_no_norm(model_of("mobilebert-test"), propagate=True)) == 2
 
 
 @pytest.fixture(scope="module")
-def int8_exports(tmp_path_factory):
-    model = _model("mobilebert-test")
+def int8_exports(tmp_path_factory, model_of):
+    model = model_of("mobilebert-test")
     root = tmp_path_factory.mktemp("int8")
     return model, {g: export_onnx(model, root / g, quantize="dynamic", int8_graph=g) for g in ("ort", "portable")}
 
@@ -199,8 +188,8 @@ def test_both_int8_files_stay_as_close_to_pytorch_as_each_other(int8_exports):
     assert 0.5 < errors["ort"] / errors["portable"] < 2.0
 
 
-def test_an_unknown_int8_graph_is_a_config_error(tmp_path):
+def test_an_unknown_int8_graph_is_a_config_error(tmp_path, model_of):
     from leanbert.errors import ConfigError
 
     with pytest.raises(ConfigError, match="int8_graph must be one of ort, portable"):
-        export_onnx(_model("bert-tiny", layers=1), tmp_path / "x", quantize="dynamic", int8_graph="fast")
+        export_onnx(model_of("bert-tiny", layers=1), tmp_path / "x", quantize="dynamic", int8_graph="fast")

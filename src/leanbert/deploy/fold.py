@@ -64,21 +64,21 @@ class _Scale:
         of ``s'`` stays within bounds, else multiply ``g s`` in and restart at 1."""
         norm = getattr(parent, attr)
         g, beta = norm.weight.double(), norm.bias.double()
-        w, b = linear.weight.double(), linear.bias.double()
         new = g * self.s
         spread = float(new.abs().max() / new.abs().min()) if bool((new != 0).all()) else math.inf
         if self.enabled and not last and spread <= self.max_spread:
             # g (W z + b + s r) + beta = (g s) (r + (W z + b + beta / g) / s)
+            w, b = linear.weight.double(), linear.bias.double()
             linear.weight.copy_((w / self.s[:, None]).to(linear.weight.dtype))
             linear.bias.copy_(((b + beta / g) / self.s).to(linear.bias.dtype))
             setattr(parent, attr, FoldedNoNorm(None))
             self.s = new
             self.propagated += 1
         else:
-            # g (W z + b + s r) + beta = (g W) z + (g b + beta) + (g s) r
-            linear.weight.copy_((g[:, None] * w).to(linear.weight.dtype))
-            linear.bias.copy_((g * b + beta).to(linear.bias.dtype))
-            setattr(parent, attr, FoldedNoNorm(new.to(norm.weight.dtype)))
+            # g (W z + b + s r) + beta = (g W) z + (g b + beta) + (g s) r: the plain fold, its
+            # residual gamma times the scale carried so far
+            _fold(linear, parent, attr, residual=True)
+            getattr(parent, attr).gamma.copy_(new)
             self.s = torch.ones_like(self.s)
             self.materialised += 1
 
@@ -92,7 +92,6 @@ def _fold(linear: nn.Linear, parent: nn.Module, attr: str, residual: bool) -> No
     linear.weight.copy_(weight)
     linear.bias.copy_(bias)
     setattr(parent, attr, FoldedNoNorm(norm.weight if residual else None))
-
 
 
 @torch.no_grad()

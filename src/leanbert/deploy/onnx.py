@@ -399,6 +399,20 @@ def _session(path: Path, threads: int | None = None, optimized_path: Path | None
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _checked_parity(path: Path, reference: list[list[np.ndarray]], probes: list[dict[str, np.ndarray]],
+                    outputs: Sequence[str], what: str, fix: str = "") -> tuple[list[list[np.ndarray]], dict[str, Any]]:
+    """The graph at ``path`` run on the probe batches (one thread: they are small) and its
+    differences from the PyTorch ``reference``; :class:`ParityError` beyond the tolerance."""
+    session = _session(path, threads=1)
+    got = [session.run(outputs, p) for p in probes]
+    parity = _differences(reference, got)
+    if not parity["within_tolerance"]:
+        raise ParityError(
+            f"{what} differs from PyTorch by up to {parity['max_abs_diff']:.3g} (tolerance atol {PARITY_ATOL} + "
+            f"rtol {PARITY_RTOL}); {fix}please report this with the checkpoint's config.json")
+    return got, parity
+
+
 def _differences(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> dict[str, float]:
     diff = max(float(np.abs(r - g).max()) for rs, gs in zip(reference, got, strict=True)
                for r, g in zip(rs, gs, strict=True))
@@ -727,14 +741,7 @@ def export_onnx(
         with atomic_directory(output_dir, owned=_owned, overwrite=overwrite) as tmp:
             _export_graph(graph_model, tmp / FP32_FILE, outputs, opset)
             fused = _transformer_optimize(tmp / FP32_FILE, cfg) if ort_optimize and cfg.model_type == "bert" else []
-            session = _session(tmp / FP32_FILE, threads=1)  # small probe batches
-            got = [session.run(outputs, p) for p in probes]
-            parity = _differences(reference, got)
-            if not parity["within_tolerance"]:
-                raise ParityError(
-                    f"the ONNX graph differs from PyTorch by up to {parity['max_abs_diff']:.3g} (tolerance "
-                    f"atol {PARITY_ATOL} + rtol {PARITY_RTOL}); please report this with the checkpoint's config.json"
-                )
+            got, parity = _checked_parity(tmp / FP32_FILE, reference, probes, outputs, "the ONNX graph")
             files = {"fp32": _file_info(tmp, FP32_FILE)}
             quant: dict[str, Any] = {"mode": quantize}
             if quantize != "none":
@@ -743,14 +750,9 @@ def export_onnx(
                 if rewrite is not None:
                     source = tmp / _ORT_SOURCE_FILE
                     _export_graph(rewrite["model"], source, outputs, opset, translation=rewrite["translation"])
-                    ort_session = _session(source, threads=1)
-                    ort_parity = _differences(reference, [ort_session.run(outputs, p) for p in probes])
-                    del ort_session
-                    if not ort_parity["within_tolerance"]:
-                        raise ParityError(
-                            f"the ONNX Runtime graph for int8 differs from PyTorch by up to "
-                            f"{ort_parity['max_abs_diff']:.3g}; export with --int8-graph portable, and please "
-                            "report this with the checkpoint's config.json")
+                    _, ort_parity = _checked_parity(source, reference, probes, outputs,
+                                                    "the ONNX Runtime graph for int8",
+                                                    "export with --int8-graph portable, and ")
                     quant["graph"] = {"kind": "ort", "runs_on": "ONNX Runtime only (com.microsoft contrib ops)",
                                       "rewrites": rewrite["rewrites"],
                                       "fp32_parity_before_quantization": {

@@ -47,7 +47,6 @@ fused and fast only on ORT anyway). ``model.onnx`` (fp32) keeps standard ops; ex
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +54,7 @@ import torch
 from torch import nn
 
 from leanbert.deploy.fold import FoldedNoNorm
+from leanbert.models.attention import explicit_attention
 from leanbert.models.base import LayerOutput
 from leanbert.models.bert import BertSelfAttention
 from leanbert.models.mobilebert import MobileBertAttention
@@ -72,14 +72,12 @@ def ort_multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     ``key_mask [B, 1, 1, S]`` (True = attend): what ORT's ``MultiHeadAttention`` computes
     (its -10000 on padded keys and the dtype's lowest value give the same softmax)."""
     b, s, width = q.shape
-    d = width // num_heads
 
     def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(b, x.shape[1], num_heads, d).transpose(1, 2)
+        return x.reshape(b, x.shape[1], num_heads, width // num_heads).transpose(1, 2)
 
-    scores = (heads(q) * (1.0 / math.sqrt(d))) @ heads(k).transpose(-1, -2)
-    scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-    return (scores.softmax(-1) @ heads(v)).transpose(1, 2).reshape(b, s, width)
+    ctx, _, _ = explicit_attention(heads(q), heads(k), heads(v), key_mask, 0.0)
+    return ctx.transpose(1, 2).reshape(b, s, width)
 
 
 @ort_multi_head_attention.register_fake
@@ -150,8 +148,7 @@ class OrtBertSelfAttention(BertSelfAttention):
         width = self.num_heads * self.head_dim
 
         def split(qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            q, k, v = qkv.split(width, dim=-1)
-            return q, k, v
+            return tuple(qkv.split(width, dim=-1))  # type: ignore[return-value]
 
         # (no unpadded branch for BERT: torch.onnx 2.13 fails on torch.cond in this graph, with
         # "no ONNX function for aten.sym_stride"; BERT's int8 file always passes the mask)

@@ -101,7 +101,7 @@ def fold_no_norm(linear: torch.nn.Linear, norm: torch.nn.Module) -> tuple[torch.
     """Weight and bias of ``linear`` with the NoNorm ``norm`` after it folded in (Sec. 3.3):
     ``g * (W h + b) + beta = (g W) h + (g b + beta)``, exact in real arithmetic. A residual
     added before the norm still needs ``g * residual`` (what the plan's ``addcmul_`` does).
-    Shared with the ONNX export (:mod:`leanbert.deploy.onnx`)."""
+    Shared with the export's NoNorm fold (:mod:`leanbert.deploy.fold`)."""
     g = norm.weight
     return g[:, None] * linear.weight, g * linear.bias + norm.bias
 
