@@ -136,6 +136,26 @@ def test_the_shared_qk_bottleneck_is_composed_into_one_product_of_the_block_inpu
         torch.testing.assert_close(composed(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
 
 
+def test_the_block_inputs_three_products_become_one_with_padding_and_the_same_function(model_of):
+    model = fold_mobilebert_no_norm(model_of("mobilebert-test"), propagate=True)
+    stacked = fold_mobilebert_no_norm(model_of("mobilebert-test"), propagate=True)
+    assert ort_graph.fuse_block_input_products(stacked) == 0  # needs the composed Q/K and ORT attention first
+    ort_graph.compose_shared_qk(stacked)
+    ort_graph.use_ort_attention(stacked)
+    assert ort_graph.fuse_block_input_products(stacked) == 2
+    layer = stacked.encoder.layers[1]
+    a = model.config.intra_bottleneck_size
+    assert isinstance(layer, ort_graph.OrtMobileBertLayer)
+    assert (layer.block_input_product.in_features, layer.block_input_product.out_features) == (model.config.hidden_size,
+                                                                                                4 * a)
+    assert layer.input_bottleneck.dense is None and layer.attention.value is None
+    assert sum(isinstance(m, torch.nn.Linear) for m in layer.modules()) == 1 + 1 + 2 * 4 + 1  # block input, out, FFNs, output
+    for batch, length, seed in ((1, 6, 5), (3, 19, 6)):  # unpadded; padded rows
+        feed = _feed(batch, length, seed)
+        with torch.no_grad():
+            torch.testing.assert_close(stacked(**feed).mlm_logits, model(**feed).mlm_logits, atol=1e-5, rtol=1e-5)
+
+
 def test_the_authors_minus_six_mask_keeps_the_standard_attention(model_of):
     model = fold_mobilebert_no_norm(model_of("mobilebert-test", padded_key_score=-6.0), propagate=True)
     assert ort_graph.use_ort_attention(model) == 0
@@ -172,7 +192,8 @@ def test_the_ort_int8_file_holds_fused_attention_and_the_portable_one_only_stand
     assert card["kind"] == "ort" and card["fp32_parity_before_quantization"]["max_abs_diff"] < PARITY_ATOL
     assert card["rewrites"] == ["attention as com.microsoft.MultiHeadAttention (2 layers; 2 without the padding mask "
                                 "when no key is padded: ORT's flash-attention kernel)",
-                                "shared Q/K bottleneck composed into the Q/K projection (2 layers)"]
+                                "shared Q/K bottleneck composed into the Q/K projection (2 layers)",
+                                "the block input's three products (input bottleneck, Q/K, values) as one (2 layers)"]
 
 
 def test_both_int8_files_stay_as_close_to_pytorch_as_each_other(int8_exports):

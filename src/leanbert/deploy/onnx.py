@@ -60,13 +60,15 @@ all three, CoLA MCC 0 all three; mean |int8 - fp32| logit difference 0.0079 -> 0
 The int8 file is quantised from a graph rewritten for ONNX Runtime by default
 (:mod:`leanbert.deploy.ort_graph`, ``int8_graph="ort"``): attention as one
 ``com.microsoft.MultiHeadAttention`` node per layer (BERT and MobileBERT), and MobileBERT's shared
-Q/K bottleneck composed into the Q/K projection. That graph is checked against PyTorch in fp32
+Q/K bottleneck composed into the Q/K projection and stacked with the other two products of
+the block input (input bottleneck, values) into one. That graph is checked against PyTorch in fp32
 like ``model.onnx`` (recorded on the card) and makes ``model.int8.onnx`` ORT-only;
 ``int8_graph="portable"`` quantises ``model.onnx`` itself. Measured on MobileBERT (24 layers,
 batch 1 x 128, one thread, 80 interleaved calls, quiet 2-core Xeon, paired median ratio against
 optimum's int8 export of the same weights): the plain fold 1.13x, + propagation + fused
 attention 1.19x, + Q/K composition and the scale carried across blocks 1.23x, + ORT's flash
-attention for batches without padding 1.28x.
+attention for batches without padding 1.28x; + one product of the block input 1.25x -> 1.27x
+(another run).
 
 What ONNX Runtime fuses (``SessionOptions.optimized_model_filepath`` at ``ORT_ENABLE_ALL``,
 onnxruntime 1.32, counted on bert-tiny and mobilebert-tiny-test exports): for BERT,
@@ -111,8 +113,8 @@ quantization of the linear layers):
 Tried on MobileBERT's int8 graph and not adopted (24 layers, random init, batch 1 x 128, one
 thread, paired medians of 40-100 interleaved calls against optimum's int8 export of the same
 weights): one product for the three projections that read the block input (input bottleneck,
-shared Q/K bottleneck, values; 72 fewer nodes) no gain over the plain fold, and the three weights
-would share one int8 scale; ``com.microsoft.MultiHeadAttention`` alone 1.10x against 1.08x
+shared Q/K bottleneck, values; 72 fewer nodes) no gain over the plain fold (adopted later, after
+the Q/K composition, where it adds 1%); ``com.microsoft.MultiHeadAttention`` alone 1.10x against 1.08x
 (adopted later together with the scale propagation, above, where it adds 4%); leaving the
 embedding tables in fp32 (``MatMul`` only): the same optimised graph but 4 ``DequantizeLinear``,
 no difference; static quantization in the QDQ format 0.48x and in the QOperator format 0.81x
@@ -257,6 +259,7 @@ def _ort_rewrite(graph_model: nn.Module) -> dict[str, Any] | None:
     rewritten = copy.deepcopy(graph_model)
     composed = ort_graph.compose_shared_qk(rewritten)
     attention = ort_graph.use_ort_attention(rewritten)
+    stacked = ort_graph.fuse_block_input_products(rewritten)
     if not (composed or attention):
         return None
     rewrites = []
@@ -267,6 +270,8 @@ def _ort_rewrite(graph_model: nn.Module) -> dict[str, Any] | None:
                            "kernel" if unpadded else "") + ")")
     if composed:
         rewrites.append(f"shared Q/K bottleneck composed into the Q/K projection ({composed} layers)")
+    if stacked:
+        rewrites.append(f"the block input's three products (input bottleneck, Q/K, values) as one ({stacked} layers)")
     return {"model": rewritten, "translation": ort_graph.translation_table() if attention else None,
             "rewrites": rewrites}
 
@@ -666,7 +671,7 @@ def export_onnx(
         ORT-only contrib ops, see the module docstring).
     int8_graph: ``ort`` (default): the int8 file is quantised from a graph rewritten for ONNX
         Runtime (:mod:`leanbert.deploy.ort_graph`: fused ``com.microsoft.MultiHeadAttention``,
-        MobileBERT's Q/K bottleneck composed), checked against PyTorch like the fp32 one; it then
+        MobileBERT's Q/K bottleneck composed, one product of the block input), checked against PyTorch like the fp32 one; it then
         runs on ONNX Runtime only. ``portable``: quantise ``model.onnx`` itself (standard ops).
         ``model.onnx`` is standard ONNX either way.
     per_channel: int8 weights with one scale per output column instead of one per matrix

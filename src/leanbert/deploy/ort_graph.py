@@ -29,6 +29,13 @@ folded, :func:`leanbert.deploy.fold.fold_mobilebert_no_norm`) and never to the u
   quantised. +4% multiply-adds per layer (512 x 256 instead of 512 x 128 + 128 x 256), one
   fewer quantise + product per layer. Exact in real arithmetic; the composed weight is
   quantised as one matrix.
+- :func:`fuse_block_input_products`: the three products that then read the block input (the
+  input bottleneck, the composed Q/K projection, the values) become one ``512 -> 4 x 128``
+  product (:class:`OrtMobileBertLayer`; output columns ``[bottleneck | q | k | v]``), sliced
+  after it: one int8 product instead of a shared quantise and three products per layer (the
+  same multiply-adds). The three weights then share one int8 scale: on the fine-tuned
+  MobileBERT-shaped checkpoints of :mod:`leanbert.deploy.onnx` the int8 dev scores are the same
+  with and without it (SST-2 70.3 and 71.7, MRPC F1 81.6).
 
 Why: at batch 1 the int8 products are small (128 tokens x 128-512 features), so per-node work
 (quantising each product's input, reading and writing activations) is a large share of the
@@ -37,7 +44,15 @@ paired median ratio against optimum's int8 export of the same weights, quiet 2-c
 runs): NoNorm fold only 1.09-1.13x; + scale propagation within blocks
 (:func:`~leanbert.deploy.fold.fold_mobilebert_no_norm`) and fused attention 1.18-1.19x; + Q/K
 composition 1.21x, or + the scale carried across blocks 1.21x; all of it 1.22-1.23x; + the
-unpadded flash-attention branch 1.28x.
+unpadded flash-attention branch 1.28x; one run later, with one product of the block input,
+1.251x -> 1.267x (same run; a loaded host gives about 1.19x for both).
+
+Tried and not adopted (same measurement): ORT's CPU ``MultiHeadAttention`` runs flash attention
+neither with an ``attention_bias`` input nor with a head size other than 32 (a padding feature
+appended to each head, to drop the ``If``: 1.4-1.9x slower attention), and has no CPU kernel
+for packed Q/K/V; the ``If`` itself costs about 3% (its branches inlined for timing: 1.224x
+against 1.195x); standard ``MatMul`` + ``Softmax`` attention is 12% slower than the flash
+kernel and 15% faster than the masked one.
 
 Cost: ``model.int8.onnx`` then holds ``com.microsoft`` contrib ops and runs on ONNX Runtime
 only (the int8 file's ``DynamicQuantizeLinear`` + ``MatMulInteger`` are standard ONNX, but
@@ -57,10 +72,10 @@ from leanbert.deploy.fold import FoldedNoNorm
 from leanbert.models.attention import explicit_attention
 from leanbert.models.base import LayerOutput
 from leanbert.models.bert import BertSelfAttention
-from leanbert.models.mobilebert import MobileBertAttention
+from leanbert.models.mobilebert import MobileBertAttention, MobileBertLayer
 
-__all__ = ["ort_multi_head_attention", "use_ort_attention", "compose_shared_qk", "translation_table",
-           "MASK_FILTER_VALUE"]
+__all__ = ["ort_multi_head_attention", "use_ort_attention", "compose_shared_qk", "fuse_block_input_products",
+           "translation_table", "MASK_FILTER_VALUE"]
 
 MASK_FILTER_VALUE = -10000.0  # ORT MultiHeadAttention's default: added to padded keys' scores
 
@@ -138,6 +153,34 @@ class OrtMobileBertAttention(MobileBertAttention):
         return LayerOutput(self.norm(self.out(ctx), residual), None, None)
 
 
+class OrtMobileBertLayer(MobileBertLayer):
+    """:class:`MobileBertLayer` whose three products of the block input (input bottleneck, the
+    composed Q/K projection, values) are one product ``block_input_product`` (export copies
+    only, after :func:`fuse_block_input_products`); its output columns are
+    ``[bottleneck | q | k | v]``."""
+
+    block_input_product: nn.Linear
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, query_index: torch.Tensor | None = None,
+                output_attentions: bool = False) -> LayerOutput:
+        if key_mask is None or query_index is not None or output_attentions:
+            raise RuntimeError("an ORT export copy runs only full-sequence inference with a key mask")
+        attention = self.attention
+        width = attention.num_heads * attention.head_dim
+        y = self.block_input_product(x)
+        residual = self.input_bottleneck.norm(y[..., :width])
+
+        def split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            _, q, k, v = y.split(width, dim=-1)
+            return q, k, v
+
+        ctx = _mha(attention, (y,), split, key_mask)
+        h = attention.norm(attention.out(ctx), residual)
+        for ffn in self.ffns:
+            h = ffn(h)
+        return LayerOutput(self.output_bottleneck(h, x), None, None)
+
+
 class OrtBertSelfAttention(BertSelfAttention):
     """:class:`BertSelfAttention` with the attention core as one ORT node (export copies only)."""
 
@@ -189,6 +232,29 @@ def compose_shared_qk(model: nn.Module) -> int:
         composed.bias.copy_(qk.weight.double() @ bottleneck.bias.double() + qk.bias.double())
         layer.attention.query_key = composed
         layer.qk_bottleneck = None  # the layer then feeds the block input to query_key
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def fuse_block_input_products(model: nn.Module) -> int:
+    """Stack each MobileBERT layer's products of the block input (the input bottleneck, the
+    Q/K projection that :func:`compose_shared_qk` composed, the values) into one
+    ``block_input_product`` (:class:`OrtMobileBertLayer`); returns how many layers. Needs the
+    composed Q/K and ORT attention (:func:`use_ort_attention`) in the layer."""
+    n = 0
+    for layer in getattr(getattr(model, "encoder", None), "layers", []):
+        attention = layer.attention if isinstance(layer, MobileBertLayer) else None
+        if (type(layer) is not MobileBertLayer or layer.qk_bottleneck is not None
+                or not isinstance(attention, OrtMobileBertAttention) or layer.source != "shared_bottleneck"):
+            continue
+        parts = (layer.input_bottleneck.dense, attention.query_key, attention.value)
+        stacked = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), dtype=parts[0].weight.dtype)
+        stacked.weight.copy_(torch.cat([p.weight for p in parts]))
+        stacked.bias.copy_(torch.cat([p.bias for p in parts]))
+        layer.block_input_product = stacked
+        layer.input_bottleneck.dense = attention.query_key = attention.value = None
+        layer.__class__ = OrtMobileBertLayer
         n += 1
     return n
 
