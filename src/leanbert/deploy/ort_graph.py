@@ -149,8 +149,14 @@ class OrtMobileBertAttention(MobileBertAttention):
             q, k = qk.split(width, dim=-1)
             return q, k, v
 
-        ctx = _mha(self, (self.query_key(qk_source), self.value(v_source)), split, key_mask)
-        return LayerOutput(self.norm(self.out(ctx), residual), None, None)
+        return LayerOutput(self.from_products((self.query_key(qk_source), self.value(v_source)), split, residual,
+                                              key_mask), None, None)
+
+    def from_products(self, products: tuple[torch.Tensor, ...], split: Split, residual: torch.Tensor,
+                      key_mask: torch.Tensor) -> torch.Tensor:
+        """The block's attention output from the Q/K/V products (``split(*products) = (q, k, v)``):
+        the ORT attention core, the output projection, the residual norm."""
+        return self.norm(self.out(_mha(self, products, split, key_mask)), residual)
 
 
 class OrtMobileBertLayer(MobileBertLayer):
@@ -174,8 +180,7 @@ class OrtMobileBertLayer(MobileBertLayer):
             _, q, k, v = y.split(width, dim=-1)
             return q, k, v
 
-        ctx = _mha(attention, (y,), split, key_mask)
-        h = attention.norm(attention.out(ctx), residual)
+        h = attention.from_products((y,), split, residual, key_mask)
         for ffn in self.ffns:
             h = ffn(h)
         return LayerOutput(self.output_bottleneck(h, x), None, None)
@@ -244,10 +249,10 @@ def fuse_block_input_products(model: nn.Module) -> int:
     composed Q/K and ORT attention (:func:`use_ort_attention`) in the layer."""
     n = 0
     for layer in getattr(getattr(model, "encoder", None), "layers", []):
-        attention = layer.attention if isinstance(layer, MobileBertLayer) else None
-        if (type(layer) is not MobileBertLayer or layer.qk_bottleneck is not None
-                or not isinstance(attention, OrtMobileBertAttention) or layer.source != "shared_bottleneck"):
+        if (type(layer) is not MobileBertLayer or layer.source != "shared_bottleneck"
+                or layer.qk_bottleneck is not None or not isinstance(layer.attention, OrtMobileBertAttention)):
             continue
+        attention = layer.attention
         parts = (layer.input_bottleneck.dense, attention.query_key, attention.value)
         stacked = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), dtype=parts[0].weight.dtype)
         stacked.weight.copy_(torch.cat([p.weight for p in parts]))
