@@ -382,6 +382,10 @@ def report(results: dict[str, Any]) -> str:
                   f"preset; SST-2: the first {s['sst2_train']} training examples, MRPC: all), seeds "
                   f"{s['seeds']}. Each checkpoint is evaluated with `leanbert evaluate` (same metric code) as: "
                   + "; ".join(f"`{k}` = {v}" for k, v in VARIANTS.items()) + ".", ""]
+        if results.get("accuracy_provenance", {}).get("commit"):
+            p = results["accuracy_provenance"]
+            lines += [f"Measured at {p['commit'][:7]} ({p.get('created', '?')}) and carried over by "
+                      "`--skip-accuracy` (this report's size and latency are newer).", ""]
         if s.get("qat_tasks"):
             lines += [f"Quantization-aware fine-tuning (`--set qat=true`, fp32, otherwise the same settings and seeds) "
                       f"for {', '.join(s['qat_tasks'])} (rule: {s.get('qat_rule')}; 'auto' = the tasks where a "
@@ -449,6 +453,9 @@ def main(argv: list[str]) -> int:
         for key in ("accuracy", "accuracy_runs", "accuracy_settings"):
             if key in previous:
                 results[key] = previous[key]
+        if "accuracy" in previous:  # where the carried-over accuracy was measured, not this run's commit
+            measured = previous.get("accuracy_provenance") or previous.get("provenance") or {}
+            results["accuracy_provenance"] = {k: measured[k] for k in ("created", "commit", "dirty") if k in measured}
     else:
         from leanbert.assets import minilm_dir
 

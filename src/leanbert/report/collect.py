@@ -118,6 +118,9 @@ class Record:
     figures: dict[str, Any] = field(default_factory=dict)
     setting: str = ""
     paper: str = ""
+    # parts of the input measured at another commit than the file's (e.g. the deployment experiment's
+    # accuracy kept by --skip-accuracy): {part: (status, commit)}
+    parts: dict[str, tuple[str, str | None]] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -562,7 +565,12 @@ def collect_one(spec: InputSpec, path: Path, shown: str, git: Git) -> Record:
         what = f"the field {e}" if isinstance(e, KeyError) else f"an expected value ({type(e).__name__}: {e})"
         return Record(spec, shown, INCOMPLETE, f"lacks {what}: written by another version of {spec.script}?",
                       commit, created)
-    return Record(spec, shown, status, reason, commit, created, figures, setting, paper)
+    parts = {}
+    for key, part_prov in data.items():  # "<part>_provenance": that part was measured at another commit
+        if key.endswith("_provenance") and isinstance(part_prov, dict) and not spec.superseded:
+            part_status, _ = freshness(part_prov, spec, git)
+            parts[key.removesuffix("_provenance")] = (part_status, part_prov.get("commit"))
+    return Record(spec, shown, status, reason, commit, created, figures, setting, paper, parts)
 
 
 def collect(root: str | Path, inputs: str | Path | None = None) -> list[Record]:

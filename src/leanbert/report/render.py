@@ -348,9 +348,12 @@ SECTIONS = (section_pretraining, section_token_dropping_saving, section_token_dr
 # ------------------------------------------------------------------------------------ headline
 
 
-def _headline_row(what: str, ours: str, paper: str, r: Record) -> dict[str, str]:
-    return {"what": what, "ours": ours, "paper": paper, "source": r.path, "status": r.status,
-            "commit": (r.commit or "")[:7]}
+def _headline_row(what: str, ours: str, paper: str, r: Record, part: str | None = None) -> dict[str, str]:
+    """One headline row; ``part``: the part of the input the figure comes from, where that part was
+    measured at another commit than the file (``Record.parts``)."""
+    status, commit = r.parts.get(part, (r.status, r.commit)) if part else (r.status, r.commit)
+    return {"what": what, "ours": ours, "paper": paper, "source": r.path, "status": status,
+            "commit": (commit or "")[:7]}
 
 
 def headline(records: list[Record]) -> list[dict[str, str]]:
@@ -427,7 +430,7 @@ def headline(records: list[Record]) -> list[dict[str, str]]:
         qat = r.figures.get("worst_qat_int8_delta")
         after = f"; after QAT {qat[0]:+.2f} ({qat[1]} {qat[2]}, {qat[3]})" if qat else ""
         rows.append(_headline_row(what, f"{worst[0]:+.2f} points ({worst[1]} {worst[2]}, {worst[3]}){after}",
-                                  "no paper figure", r))
+                                  "no paper figure", r, part="accuracy"))
     else:
         missing(what, "no paper figure", r, "the accuracy part was not run")
 
