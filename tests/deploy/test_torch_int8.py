@@ -222,3 +222,16 @@ def test_a_missing_torchao_is_a_one_line_error_with_the_pip_command(monkeypatch)
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao now raises ImportError
     with pytest.raises(LeanbertError, match=r"needs torchao, which is not installed; pip install 'leanbert\[int8\]'"):
         quantize_int8(classifier_model("bert-tiny"), method="torchao")
+
+
+@needs_torchao
+def test_importing_torchao_through_leanbert_prints_nothing():
+    # torchao 0.18 on a CPU build logs "Failed to load ..." for its CUDA-only kernels and torch logs
+    # pytree deprecation notes on its enums; leanbert's import keeps them off the user's terminal.
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", "from leanbert.deploy.torch_int8 import require_torchao; "
+                           "require_torchao(); import torchao; print('imported', torchao.__name__)"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "imported torchao"
+    assert done.stderr == ""

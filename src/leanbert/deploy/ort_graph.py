@@ -181,9 +181,7 @@ class OrtMobileBertLayer(MobileBertLayer):
             return q, k, v
 
         h = attention.from_products((y,), split, residual, key_mask)
-        for ffn in self.ffns:
-            h = ffn(h)
-        return LayerOutput(self.output_bottleneck(h, x), None, None)
+        return LayerOutput(self.after_attention(h, x), None, None)
 
 
 class OrtBertSelfAttention(BertSelfAttention):

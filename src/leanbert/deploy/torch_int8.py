@@ -94,9 +94,22 @@ class Int8MobileBertEncoder(MobileBertEncoder):
     does not give it the packed fp32 plan (which reads fp32 weights and NoNorm parameters)."""
 
 
+# Loggers that speak when torchao is first imported on a CPU build, about nothing a user can act on:
+# torchao's CUDA-only kernel libraries (mxfp8, cutlass) "Failed to load", and torch's pytree
+# deprecation notes on torchao's own enum registrations (torchao 0.18, torch 2.13).
+_TORCHAO_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def require_torchao() -> None:
-    """Raise a one-line error naming the pip command when torchao cannot be imported."""
+    """Import torchao (quietly: see ``_TORCHAO_IMPORT_LOGGERS``), or raise a one-line error
+    naming the pip command when it cannot be imported."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in _TORCHAO_IMPORT_LOGGERS]
+    levels = [log.level for log in loggers]
     try:
+        for log in loggers:
+            log.setLevel(logging.ERROR)
         import torchao  # noqa: F401
     except ImportError:
         from leanbert.errors import MissingDependency
@@ -105,6 +118,9 @@ def require_torchao() -> None:
             "PyTorch int8 with torchao (and quantization-aware training) needs torchao, which is not "
             "installed; pip install 'leanbert[int8]' (or use method='dynamic')"
         ) from None
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def int8_targets(model: nn.Module) -> list[str]:

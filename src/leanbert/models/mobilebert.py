@@ -369,11 +369,15 @@ class MobileBertLayer(nn.Module):
             qk_source = self.qk_bottleneck(x) if self.qk_bottleneck is not None else x
             v_source = x
         out = self.attention(qk_source, v_source, residual, key_mask, query_index, output_attentions)
-        h = out.hidden
+        out.hidden = self.after_attention(out.hidden, kept)
+        return out
+
+    def after_attention(self, h: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
+        """The stacked FFNs and the output bottleneck with its residual from ``block_input``
+        (Sec. 3.1, Fig. 1c: the part of the block after attention)."""
         for ffn in self.ffns:
             h = ffn(h)
-        out.hidden = self.output_bottleneck(h, kept)
-        return out
+        return self.output_bottleneck(h, block_input)
 
 
 class MobileBertEncoder(EncoderBase):
