@@ -90,3 +90,28 @@ def test_export_int8_graph_without_quantize_is_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--int8-graph chooses how the int8 file is built; add --quantize dynamic" in err
     assert "Traceback" not in err
+
+
+def test_the_cli_drops_torchaos_known_import_noise_and_nothing_else():
+    import logging
+
+    from leanbert import cli
+
+    def kept(name: str, message: str) -> bool:
+        record = logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
+        return bool(logging.getLogger(name).filter(record))
+
+    cli._quiet_third_party_logs()
+    cli._quiet_third_party_logs()  # idempotent: one filter per logger
+    try:
+        assert not kept("torchao", "Failed to load /v/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: Could not load")
+        assert not kept("torchao", "Failed to load /v/torchao/_C_cutlass_90a.abi3.so: Could not load this library")
+        assert kept("torchao", "Failed to load /v/torchao/_C_cpu_kernels.so: undefined symbol")  # a real problem
+        assert not kept("torch.utils._pytree", "<enum 'KernelPreference'> is an Enum subclass and is now natively "
+                                               "supported by torch.compile as an opaque value type.")
+        assert kept("torch.utils._pytree", "something else")
+        assert sum(isinstance(f, cli._DropMessages) for f in logging.getLogger("torchao").filters) == 1
+    finally:
+        for name in cli._QUIET:
+            log = logging.getLogger(name)
+            log.filters = [f for f in log.filters if not isinstance(f, cli._DropMessages)]

@@ -100,9 +100,10 @@ class Int8MobileBertEncoder(MobileBertEncoder):
 _TORCHAO_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
 
 
-def require_torchao() -> None:
-    """Import torchao (quietly: see ``_TORCHAO_IMPORT_LOGGERS``), or raise a one-line error
-    naming the pip command when it cannot be imported."""
+def import_torchao_quietly() -> bool:
+    """Import torchao if it is installed, without its import-time log lines (see
+    ``_TORCHAO_IMPORT_LOGGERS``); returns whether it is there. transformers imports torchao too
+    when it loads a model, so code that is about to load one calls this first."""
     import logging
 
     loggers = [logging.getLogger(name) for name in _TORCHAO_IMPORT_LOGGERS]
@@ -112,15 +113,23 @@ def require_torchao() -> None:
             log.setLevel(logging.ERROR)
         import torchao  # noqa: F401
     except ImportError:
+        return False
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+    return True
+
+
+def require_torchao() -> None:
+    """Import torchao (quietly), or raise a one-line error naming the pip command when it cannot
+    be imported."""
+    if not import_torchao_quietly():
         from leanbert.errors import MissingDependency
 
         raise MissingDependency(
             "PyTorch int8 with torchao (and quantization-aware training) needs torchao, which is not "
             "installed; pip install 'leanbert[int8]' (or use method='dynamic')"
-        ) from None
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
+        )
 
 
 def int8_targets(model: nn.Module) -> list[str]:
