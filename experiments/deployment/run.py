@@ -455,7 +455,8 @@ def main(argv: list[str]) -> int:
                 results[key] = previous[key]
         if "accuracy" in previous:  # where the carried-over accuracy was measured, not this run's commit
             measured = previous.get("accuracy_provenance") or previous.get("provenance") or {}
-            results["accuracy_provenance"] = {k: measured[k] for k in ("created", "commit", "dirty") if k in measured}
+            results["accuracy_provenance"] = {k: measured[k] for k in ("created", "commit", "dirty", "dirty_paths")
+                                              if k in measured}
     else:
         from leanbert.assets import minilm_dir
 

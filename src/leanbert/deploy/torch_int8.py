@@ -102,8 +102,8 @@ _TORCHAO_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
 
 def import_torchao_quietly() -> bool:
     """Import torchao if it is installed, without its import-time log lines (see
-    ``_TORCHAO_IMPORT_LOGGERS``); returns whether it is there. transformers imports torchao too
-    when it loads a model, so code that is about to load one calls this first."""
+    ``_TORCHAO_IMPORT_LOGGERS``); returns whether it is there. (transformers imports torchao too
+    when it loads a model; the command line filters those lines: ``leanbert.cli``.)"""
     import logging
 
     loggers = [logging.getLogger(name) for name in _TORCHAO_IMPORT_LOGGERS]
