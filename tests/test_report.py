@@ -266,7 +266,20 @@ def test_a_part_carried_over_from_an_older_commit_gets_that_commits_status_in_th
     acc = rows["int8 accuracy: largest mean change from fp32 (MiniLM, dev)"]
     speed = rows["MobileBERT int8 against transformers fp32 / optimum int8 (batch 1 x 128)"]
     assert (acc["status"], acc["commit"]) == (collect.STALE, first[:7])
-    assert (speed["status"], speed["commit"]) == (collect.OK, head[:7])
+    assert (speed["status"], speed["commit"]) == (collect.OK, head[:7])  # no deployment_provenance: the file's
+
+
+def test_size_and_latency_rows_take_the_status_of_the_benchmark_run_they_come_from(tmp_path, repo):
+    repo, first = repo
+    _commit_change(repo, "src/leanbert/models/bert.py")
+    head = _git(repo, "rev-parse", "HEAD")
+    data = {**DEPLOYMENT, "deployment_provenance": {"created": "2026-12-01T09:00:00+00:00", "commit": first,
+                                                    "dirty": False}}
+    r = record_of(tmp_path, "exp:deployment", data, prov(head), Git(repo))
+    others = [collect.Record(spec, spec.path, collect.MISSING) for spec in collect.INPUTS if spec.key != r.spec.key]
+    rows = {row["what"]: row for row in render.headline([*others, r])}
+    speed = rows["MobileBERT int8 against transformers fp32 / optimum int8 (batch 1 x 128)"]
+    assert (speed["status"], speed["commit"]) == (collect.STALE, first[:7])
 
 
 def test_a_result_made_from_uncommitted_changes_is_stale(tmp_path, repo):

@@ -63,6 +63,7 @@ QAT_VARIANTS = {  # the same evaluations of a checkpoint fine-tuned with --set q
                      "default for a QAT checkpoint)",
     "qat-onnx-int8-per-tensor": "the same export with per-tensor weights (--no-per-channel)",
 }
+PROVENANCE_KEYS = ("created", "commit", "dirty", "dirty_paths")  # kept for a part measured by another run
 PAPER = {"size_ratio": 4.3, "speed_ratio": 5.5, "mobilebert_pixel4_ms": 62.0,
          "source": "Sun et al., MobileBERT, ACL 2020: GLUE results (latency on a Pixel 4, sequence length 128) "
                    "and the quantization experiments"}
@@ -446,7 +447,10 @@ def main(argv: list[str]) -> int:
     previous = json.loads(args.output.read_text()) if args.output.is_file() else {}
     results: dict[str, Any] = {"experiment": "deployment", "paper": PAPER}
     if args.bench.is_file():
-        results["deployment"] = deployment_summary(json.loads(args.bench.read_text()))
+        bench = json.loads(args.bench.read_text())
+        results["deployment"] = deployment_summary(bench)
+        measured = bench.get("provenance") or {}  # where size and latency were measured (the benchmark run)
+        results["deployment_provenance"] = {k: measured[k] for k in PROVENANCE_KEYS if k in measured}
     else:
         print(f"no benchmark JSON at {args.bench}: run leanbert bench inference --output {args.bench}")
     if args.skip_accuracy:
@@ -455,8 +459,7 @@ def main(argv: list[str]) -> int:
                 results[key] = previous[key]
         if "accuracy" in previous:  # where the carried-over accuracy was measured, not this run's commit
             measured = previous.get("accuracy_provenance") or previous.get("provenance") or {}
-            results["accuracy_provenance"] = {k: measured[k] for k in ("created", "commit", "dirty", "dirty_paths")
-                                              if k in measured}
+            results["accuracy_provenance"] = {k: measured[k] for k in PROVENANCE_KEYS if k in measured}
     else:
         from leanbert.assets import minilm_dir
 

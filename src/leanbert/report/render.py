@@ -413,7 +413,8 @@ def headline(records: list[Record]) -> list[dict[str, str]]:
         f = r.figures
         best = max(f["speed_ratio"], key=f["speed_ratio"].get)
         rows.append(_headline_row(what, f"{x(f['size_ratio'].get('leanbert-fp32'), 1)} smaller (fp32), "
-                                        f"{x(f['speed_ratio'][best])} faster ({best})", paper_ratio, r))
+                                        f"{x(f['speed_ratio'][best])} faster ({best})", paper_ratio, r,
+                                  part="deployment"))
     else:
         missing(what, paper_ratio, r, "no BERT-base in the benchmark run")
     what = "MobileBERT int8 against transformers fp32 / optimum int8 (batch 1 x 128)"
@@ -421,7 +422,7 @@ def headline(records: list[Record]) -> list[dict[str, str]]:
     if targets.get("int8_vs_transformers_fp32"):
         a, b = targets["int8_vs_transformers_fp32"], targets.get("int8_vs_optimum_int8", {})
         rows.append(_headline_row(what, f"{x(a['value'])} / {x(b.get('value'))}",
-                                  f"targets {a['target']}x / {b.get('target', 'n/a')}x", r))
+                                  f"targets {a['target']}x / {b.get('target', 'n/a')}x", r, part="deployment"))
     else:
         missing(what, "targets 2x / 1.2x", r, "no transformers fp32 in the benchmark run")
     what = "int8 accuracy: largest mean change from fp32 (MiniLM, dev)"
