@@ -253,33 +253,34 @@ def test_code_of_ignores_docstrings_and_comments_only():
     assert collect.code_of("def (\n") is None
 
 
-def test_a_part_carried_over_from_an_older_commit_gets_that_commits_status_in_the_headline(tmp_path, repo):
+ACCURACY_ROW = "int8 accuracy: largest mean change from fp32 (MiniLM, dev)"
+SPEED_ROW = "MobileBERT int8 against transformers fp32 / optimum int8 (batch 1 x 128)"
+
+
+def _deployment_with_a_part_from(tmp_path, repo, part: str):
+    """The deployment record (made at HEAD) whose ``part`` was measured at the first commit, before
+    a measured file changed; returns (record, headline rows by name, first commit, HEAD)."""
     repo, first = repo
     _commit_change(repo, "src/leanbert/models/bert.py")
     head = _git(repo, "rev-parse", "HEAD")
-    data = {**DEPLOYMENT, "accuracy_provenance": {"created": "2026-12-01T09:00:00+00:00", "commit": first,
-                                                  "dirty": False}}
+    data = {**DEPLOYMENT, f"{part}_provenance": {"created": "2026-12-01T09:00:00+00:00", "commit": first,
+                                                 "dirty": False}}
     r = record_of(tmp_path, "exp:deployment", data, prov(head), Git(repo))
-    assert r.status == collect.OK and r.parts == {"accuracy": (collect.STALE, first)}
     others = [collect.Record(spec, spec.path, collect.MISSING) for spec in collect.INPUTS if spec.key != r.spec.key]
-    rows = {row["what"]: row for row in render.headline([*others, r])}
-    acc = rows["int8 accuracy: largest mean change from fp32 (MiniLM, dev)"]
-    speed = rows["MobileBERT int8 against transformers fp32 / optimum int8 (batch 1 x 128)"]
-    assert (acc["status"], acc["commit"]) == (collect.STALE, first[:7])
-    assert (speed["status"], speed["commit"]) == (collect.OK, head[:7])  # no deployment_provenance: the file's
+    return r, {row["what"]: row for row in render.headline([*others, r])}, first, head
+
+
+def test_a_part_carried_over_from_an_older_commit_gets_that_commits_status_in_the_headline(tmp_path, repo):
+    r, rows, first, head = _deployment_with_a_part_from(tmp_path, repo, "accuracy")
+    assert r.status == collect.OK and r.parts == {"accuracy": (collect.STALE, first)}
+    assert (rows[ACCURACY_ROW]["status"], rows[ACCURACY_ROW]["commit"]) == (collect.STALE, first[:7])
+    # no deployment_provenance: the size and latency rows take the file's status
+    assert (rows[SPEED_ROW]["status"], rows[SPEED_ROW]["commit"]) == (collect.OK, head[:7])
 
 
 def test_size_and_latency_rows_take_the_status_of_the_benchmark_run_they_come_from(tmp_path, repo):
-    repo, first = repo
-    _commit_change(repo, "src/leanbert/models/bert.py")
-    head = _git(repo, "rev-parse", "HEAD")
-    data = {**DEPLOYMENT, "deployment_provenance": {"created": "2026-12-01T09:00:00+00:00", "commit": first,
-                                                    "dirty": False}}
-    r = record_of(tmp_path, "exp:deployment", data, prov(head), Git(repo))
-    others = [collect.Record(spec, spec.path, collect.MISSING) for spec in collect.INPUTS if spec.key != r.spec.key]
-    rows = {row["what"]: row for row in render.headline([*others, r])}
-    speed = rows["MobileBERT int8 against transformers fp32 / optimum int8 (batch 1 x 128)"]
-    assert (speed["status"], speed["commit"]) == (collect.STALE, first[:7])
+    _, rows, first, _ = _deployment_with_a_part_from(tmp_path, repo, "deployment")
+    assert (rows[SPEED_ROW]["status"], rows[SPEED_ROW]["commit"]) == (collect.STALE, first[:7])
 
 
 def test_a_result_made_from_uncommitted_changes_is_stale(tmp_path, repo):
