@@ -95,14 +95,14 @@ def test_export_int8_graph_without_quantize_is_one_line_error(tmp_path, capsys):
 def test_the_cli_drops_torchaos_known_import_noise_and_nothing_else():
     import logging
 
-    from leanbert import cli
+    from leanbert import _logs
 
     def kept(name: str, message: str) -> bool:
         record = logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
         return bool(logging.getLogger(name).filter(record))
 
-    cli._quiet_third_party_logs()
-    cli._quiet_third_party_logs()  # idempotent: one filter per logger
+    _logs.quiet_third_party_logs()
+    _logs.quiet_third_party_logs()  # idempotent: one filter per logger
     try:
         assert not kept("torchao", "Failed to load /v/torchao/_C_mxfp8.cpython-310-x86_64-linux-gnu.so: Could not load")
         assert not kept("torchao", "Failed to load /v/torchao/_C_cutlass_90a.abi3.so: Could not load this library")
@@ -110,8 +110,8 @@ def test_the_cli_drops_torchaos_known_import_noise_and_nothing_else():
         assert not kept("torch.utils._pytree", "<enum 'KernelPreference'> is an Enum subclass and is now natively "
                                                "supported by torch.compile as an opaque value type.")
         assert kept("torch.utils._pytree", "something else")
-        assert sum(isinstance(f, cli._DropMessages) for f in logging.getLogger("torchao").filters) == 1
+        assert sum(isinstance(f, _logs.DropMessages) for f in logging.getLogger("torchao").filters) == 1
     finally:
-        for name in cli._QUIET:
+        for name in _logs.QUIET:
             log = logging.getLogger(name)
-            log.filters = [f for f in log.filters if not isinstance(f, cli._DropMessages)]
+            log.filters = [f for f in log.filters if not isinstance(f, _logs.DropMessages)]

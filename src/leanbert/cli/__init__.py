@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
@@ -78,34 +77,6 @@ def _os_error(e: OSError) -> str:
     return f"{where}: {reason}; check the path, the free disk space and the permissions"
 
 
-class _DropMessages(logging.Filter):
-    """Drops the log records whose message holds ``fragment`` and one of ``any_of`` (if given)."""
-
-    def __init__(self, fragment: str, any_of: tuple[str, ...]) -> None:
-        super().__init__()
-        self.fragment, self.any_of = fragment, any_of
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (self.fragment in message and (not self.any_of or any(f in message for f in self.any_of)))
-
-
-# Import-time log lines of third-party libraries that say nothing a leanbert user can act on, kept off
-# the command line (library users keep their own logging; --debug shows them): torchao 0.18 on a CPU
-# build cannot load its CUDA-only kernels (mxfp8, cutlass), and torch 2.13 notes that torchao
-# registers its enums with a deprecated pytree call (a note to torchao, whichever enum).
-# transformers imports torchao when it loads a model, so any command may print them.
-_QUIET = {"torchao": ("Failed to load", ("_C_mxfp8", "_C_cutlass")),
-          "torch.utils._pytree": ("is an Enum subclass and is now natively supported", ())}
-
-
-def _quiet_third_party_logs() -> None:
-    for name, (fragment, any_of) in _QUIET.items():
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropMessages) for f in log.filters):
-            log.addFilter(_DropMessages(fragment, any_of))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -113,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or bool(os.environ.get("LEANBERT_DEBUG"))
-    if not debug:
-        _quiet_third_party_logs()
+    from leanbert._logs import quiet_third_party_logs
+
+    quiet_third_party_logs()  # torchao's CPU-build import noise (see leanbert._logs)
     from leanbert.errors import LeanbertError
 
     try:

@@ -94,42 +94,21 @@ class Int8MobileBertEncoder(MobileBertEncoder):
     does not give it the packed fp32 plan (which reads fp32 weights and NoNorm parameters)."""
 
 
-# Loggers that speak when torchao is first imported on a CPU build, about nothing a user can act on:
-# torchao's CUDA-only kernel libraries (mxfp8, cutlass) "Failed to load", and torch's pytree
-# deprecation notes on torchao's own enum registrations (torchao 0.18, torch 2.13).
-_TORCHAO_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+def require_torchao() -> None:
+    """Import torchao (its CPU-build import noise filtered: :mod:`leanbert._logs`), or raise a
+    one-line error naming the pip command when it cannot be imported."""
+    from leanbert._logs import quiet_third_party_logs
 
-
-def import_torchao_quietly() -> bool:
-    """Import torchao if it is installed, without its import-time log lines (see
-    ``_TORCHAO_IMPORT_LOGGERS``); returns whether it is there. (transformers imports torchao too
-    when it loads a model; the command line filters those lines: ``leanbert.cli``.)"""
-    import logging
-
-    loggers = [logging.getLogger(name) for name in _TORCHAO_IMPORT_LOGGERS]
-    levels = [log.level for log in loggers]
+    quiet_third_party_logs()
     try:
-        for log in loggers:
-            log.setLevel(logging.ERROR)
         import torchao  # noqa: F401
     except ImportError:
-        return False
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
-    return True
-
-
-def require_torchao() -> None:
-    """Import torchao (quietly), or raise a one-line error naming the pip command when it cannot
-    be imported."""
-    if not import_torchao_quietly():
         from leanbert.errors import MissingDependency
 
         raise MissingDependency(
             "PyTorch int8 with torchao (and quantization-aware training) needs torchao, which is not "
             "installed; pip install 'leanbert[int8]' (or use method='dynamic')"
-        )
+        ) from None
 
 
 def int8_targets(model: nn.Module) -> list[str]:
