@@ -449,8 +449,9 @@ def main(argv: list[str]) -> int:
     if args.bench.is_file():
         bench = json.loads(args.bench.read_text())
         results["deployment"] = deployment_summary(bench)
-        measured = bench.get("provenance") or {}  # where size and latency were measured (the benchmark run)
-        results["deployment_provenance"] = {k: measured[k] for k in PROVENANCE_KEYS if k in measured}
+        measured = bench.get("provenance")  # where size and latency were measured (the benchmark run)
+        if isinstance(measured, dict):
+            results["deployment_provenance"] = {k: measured[k] for k in PROVENANCE_KEYS if k in measured}
     else:
         print(f"no benchmark JSON at {args.bench}: run leanbert bench inference --output {args.bench}")
     if args.skip_accuracy:
